@@ -1,0 +1,133 @@
+"""Element-wise activations: GELU (tanh and exact erf forms), ReLU, tanh."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from scratchlm.backend import erf, get_array_module
+from scratchlm.functional._checks import check_float
+
+Array = Any
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)   # the tanh form's scale
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)           # erf(x / sqrt 2) is the normal CDF
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)  # the normal density's constant
+GELU_CUBIC = 0.044715                       # the tanh form's cubic coefficient
+
+
+class GeluCache(NamedTuple):
+    x: Array            # (...) the input
+    s: Array            # (...) tanh(u) for "tanh", the normal CDF Phi(x) for "none"
+    approximate: str    # "tanh" (GPT-2) or "none" (exact, BERT)
+
+
+def gelu_forward(x, approximate="none"):
+    """Gaussian error linear unit, y = x * Phi(x), exact or in its tanh form.
+
+    Math:
+        "none" (exact, BERT):  Phi = (1 + erf(x / sqrt 2)) / 2,  y = x * Phi
+        "tanh" (GPT-2):        u = sqrt(2/pi) (x + 0.044715 x^3),
+                               t = tanh(u),  y = x (1 + t) / 2
+    Shapes: x (...) -> y (...)
+    Returns: y, GeluCache
+    """
+    op = "gelu_forward"
+    check_float(op, "x", x)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh'; got {approximate!r}")
+    xp = get_array_module(x)
+    if approximate == "tanh":
+        u = x * x                                       # (1) x^2; x*x*x, never x**3 (slow on float32)
+        u *= x                                          #     x^3
+        u *= GELU_CUBIC
+        u += x
+        u *= SQRT_2_OVER_PI                             #     u = sqrt(2/pi) (x + 0.044715 x^3)
+        s = xp.tanh(u, out=u)                           # (2) t = tanh(u), in u's buffer
+        y = s + 1.0                                     # (3) y = x (1 + t) / 2
+    else:
+        s = erf(x * INV_SQRT_2)                         # (1) erf(x / sqrt 2)
+        s += 1.0
+        s *= 0.5                                        # (2) Phi(x)
+        y = s.copy()                                    # (3) y = x Phi(x)
+    y *= x
+    if approximate == "tanh":
+        y *= 0.5
+    return y, GeluCache(x, s, approximate)
+
+
+def gelu_backward(dout, cache):
+    """Gradient of gelu_forward.
+
+    Math:
+        "none":  dy/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+        "tanh":  dy/dx = (1 + t) / 2 + x (1 - t^2) / 2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    Returns: dx (...)
+    """
+    x, s, approximate = cache
+    xp = get_array_module(x)
+    if approximate == "tanh":
+        t = s
+        dydx = x * x                                    # back through (1): du/dx / sqrt(2/pi)
+        dydx *= 3.0 * GELU_CUBIC
+        dydx += 1.0
+        dydx *= SQRT_2_OVER_PI
+        dydx *= 1.0 - t * t                             # back through (2): dt/du
+        dydx *= x                                       # back through (3): x-operand ...
+        dydx += 1.0 + t                                 # ... and the (1 + t) operand
+        dydx *= 0.5
+    else:
+        Phi = s
+        dydx = x * x                                    # back through (3): x phi(x) ...
+        dydx *= -0.5
+        dydx = xp.exp(dydx, out=dydx)
+        dydx *= INV_SQRT_2PI
+        dydx *= x
+        dydx += Phi                                     # ... + Phi(x)
+    dydx *= dout
+    return dydx
+
+
+class ReluCache(NamedTuple):
+    positive: Array     # (...) bool, x > 0
+
+
+def relu_forward(x):
+    """Rectified linear unit.
+
+    Math:  y = max(x, 0)
+    Shapes: x (...) -> y (...)
+    Returns: y, ReluCache
+    """
+    check_float("relu_forward", "x", x)
+    y = get_array_module(x).maximum(x, 0.0)             # (1)
+    return y, ReluCache(x > 0)
+
+
+def relu_backward(dout, cache):
+    """Gradient of relu_forward: dx = dout where x > 0, else 0 (0 at the kink)."""
+    return dout * cache.positive                        # back through (1)
+
+
+class TanhCache(NamedTuple):
+    y: Array            # (...) tanh(x), all the backward needs
+
+
+def tanh_forward(x):
+    """Hyperbolic tangent.
+
+    Math:  y = tanh(x)
+    Shapes: x (...) -> y (...)
+    Returns: y, TanhCache
+    """
+    check_float("tanh_forward", "x", x)
+    y = get_array_module(x).tanh(x)
+    return y, TanhCache(y)
+
+
+def tanh_backward(dout, cache):
+    """Gradient of tanh_forward: dx = dout * (1 - y^2)."""
+    y = cache.y
+    dx = 1.0 - y * y                                    # dy/dx = 1 - tanh(x)^2
+    dx *= dout
+    return dx

@@ -1,0 +1,200 @@
+"""Multi-head scaled dot-product attention, its masks, and the KV cache.
+
+The heads are split off the model width first, C = H * D, so every head
+attends independently:
+
+    x (B, T, C) --split_heads--> (B, H, T, D) --attention--> (B, H, T, D)
+                --merge_heads--> (B, T, C)
+
+Masks. ``causal=True`` lets query i see keys j <= i only (with a KV cache the
+queries are the last Tq of Tk positions, so query i sits at Tk - Tq + i).
+``mask`` adds a second, user mask:
+  * a boolean (or 0/1 integer) array, True/1 = may attend, broadcastable to
+    (B, H, Tq, Tk); a 2-D mask is read as a (B, Tk) key-padding mask, as the
+    ``attention_mask`` of Hugging Face models;
+  * a floating array, added to the scores as it is (0 to keep, a very
+    negative number or -inf to mask).
+Masked scores take the dtype's most negative finite value (never a magic
+-1e4), so exp() underflows to exactly 0 and the masked key receives no
+weight and no gradient. A query row whose keys are all masked gives zeros
+and zero gradients, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from scratchlm.backend import get_array_module
+from scratchlm.functional._checks import check_float, check_probability, check_same_dtype
+from scratchlm.functional.dropout import dropout_backward, dropout_forward
+
+Array = Any
+
+
+def split_heads(x, n_head):
+    """(B, T, C) -> (B, H, T, D), D = C / H; a strided view, no copy.
+
+    The backward of split_heads is merge_heads, and vice versa.
+    """
+    B, T, C = x.shape
+    if C % n_head:
+        raise ValueError(f"split_heads: width C={C} must be divisible by n_head={n_head}")
+    return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    """(B, H, T, D) -> (B, T, C), C = H * D (one copy, to make rows contiguous)."""
+    B, H, T, D = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
+
+
+class AttentionCache(NamedTuple):
+    q: Array            # (B, H, Tq, D)
+    k: Array            # (B, H, Tk, D)
+    v: Array            # (B, H, Tk, D)
+    att: Array          # (B, H, Tq, Tk) softmax weights before dropout
+    att_dropped: Array  # (B, H, Tq, Tk) weights after dropout (att itself when off)
+    dropout: Any        # DropoutCache of the weights
+    scale: float        # the score scale, 1/sqrt(D) by default
+
+
+def causal_keep(Tq, Tk, xp=np):
+    """(Tq, Tk) bool: query i (at position Tk - Tq + i) may see key j <= its position."""
+    return xp.tri(Tq, Tk, k=Tk - Tq, dtype=bool)
+
+
+def _prepare_mask(op, mask, B, H, Tq, Tk, xp):
+    """Sort a user mask into a boolean keep-mask or an additive float mask."""
+    if mask is None:
+        return None, None
+    if not hasattr(mask, "dtype"):
+        raise TypeError(f"{op}: mask must be an array; got {type(mask).__name__}")
+    if mask.ndim == 2:                                  # (B, Tk) key padding
+        if tuple(mask.shape) != (B, Tk):
+            raise ValueError(f"{op}: a 2-D mask is a key-padding mask of shape (B, Tk) = "
+                             f"({B}, {Tk}); got {tuple(mask.shape)}")
+        mask = mask[:, None, None, :]                   # (B, 1, 1, Tk)
+    try:
+        np.broadcast_shapes(tuple(mask.shape), (B, H, Tq, Tk))
+    except ValueError:
+        raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to "
+                         f"(B, H, Tq, Tk) = ({B}, {H}, {Tq}, {Tk})") from None
+    if mask.dtype.kind == "b":
+        return mask, None
+    if mask.dtype.kind in "iu":
+        return mask != 0, None
+    if mask.dtype.kind == "f":
+        return None, mask
+    raise TypeError(f"{op}: mask must be boolean, integer (0/1) or floating; got {mask.dtype}")
+
+
+def attention_forward(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
+                      scale=None):
+    """Scaled dot-product attention over heads, with optional masks and dropout.
+
+    Math (per batch and head):
+        scores = q k^T * scale                 scale = 1/sqrt(D) by default
+        scores = masked(scores)                masked -> most negative value
+        att    = softmax(scores) along keys    (rows with no key left -> 0)
+        att_d  = dropout(att, p)
+        out    = att_d v
+    Shapes: q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, D) -> out (B, H, Tq, D)
+    Args: causal: query i attends to keys at positions <= its own;
+          mask: see the module docstring; dropout_p, rng: dropout on att.
+    Returns: out, AttentionCache
+    """
+    op = "attention_forward"
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        check_float(op, name, a, ndim=4)
+    check_same_dtype(op, q=q, k=k, v=v)
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
+        raise ValueError(f"{op}: k and v must have shape (B, H, Tk, D) = ({B}, {H}, Tk, {D}) "
+                         f"to match q {tuple(q.shape)}; got k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if causal and Tk < Tq:
+        raise ValueError(f"{op}: causal attention needs at least as many keys as queries; "
+                         f"got Tq={Tq}, Tk={Tk}")
+    dropout_p = check_probability(op, "dropout_p", dropout_p)
+    xp = get_array_module(q, k, v, mask)
+    keep, additive = _prepare_mask(op, mask, B, H, Tq, Tk, xp)
+    if causal:
+        tril = causal_keep(Tq, Tk, xp)                  # (Tq, Tk)
+        keep = tril if keep is None else keep & tril
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+
+    scores = q @ k.swapaxes(-1, -2)                     # (1) (B, H, Tq, Tk)
+    scores *= scale
+    if additive is not None:
+        scores += additive                              # (2a) additive mask
+    if keep is not None:
+        xp.copyto(scores, xp.finfo(scores.dtype).min, where=~keep)  # (2b)
+    att = scores                                        # (3) softmax, in scores' buffer
+    row_max = att.max(axis=-1, keepdims=True)
+    if additive is not None:                            # a row of -inf has max -inf:
+        row_max[xp.isneginf(row_max)] = 0.0             # shift by 0, its exps are all 0
+    att -= row_max                                      # exponents <= 0: no overflow
+    xp.exp(att, out=att)
+    row_sum = att.sum(axis=-1, keepdims=True)
+    if additive is not None:
+        row_sum[row_sum == 0] = 1.0                     # all-(-inf) row -> zeros, not 0/0
+    att /= row_sum
+    if mask is not None and keep is not None:           # a row with no key left: uniform
+        att *= keep.any(axis=-1, keepdims=True)         # over masked keys; make it 0
+    att_d, drop_cache = dropout_forward(att, dropout_p, rng)  # (4)
+    out = att_d @ v                                     # (5) (B, H, Tq, D)
+    return out, AttentionCache(q, k, v, att, att_d, drop_cache, scale)
+
+
+def attention_backward(dout, cache):
+    """Gradients of attention_forward with respect to q, k and v.
+
+    Math, undoing the forward steps in reverse:
+        (5) dv = att_d^T dout,   datt_d = dout v^T
+        (4) datt = dropout_backward(datt_d)
+        (3) dscores = att * (datt - sum_keys(datt * att))   (softmax Jacobian)
+        (2) masked scores have att = 0, so dscores = 0 there: nothing to undo
+        (1) dscores *= scale;  dq = dscores k,  dk = dscores^T q
+    Returns: dq (B, H, Tq, D), dk (B, H, Tk, D), dv (B, H, Tk, D)
+    """
+    q, k, v, att, att_d, drop_cache, scale = cache
+    dv = att_d.swapaxes(-1, -2) @ dout                  # back through (5): v
+    datt = dout @ v.swapaxes(-1, -2)                    # back through (5): att_d
+    datt = dropout_backward(datt, drop_cache)           # back through (4)
+    dscores = datt                                      # back through (3), in place
+    dscores *= att
+    dscores -= att * dscores.sum(axis=-1, keepdims=True)
+    dscores *= scale                                    # back through (1)
+    dq = dscores @ k
+    dk = dscores.swapaxes(-1, -2) @ q
+    return dq, dk, dv
+
+
+class KVCache:
+    """Keys and values of past positions, for incremental decoding (no gradients).
+
+    Preallocated (B, H, T_max, D) buffers; ``append`` writes the new positions
+    and returns views over all positions so far, ready for attention_forward
+    with causal=True (the new queries are the last ones).
+    """
+
+    def __init__(self, B, H, T_max, D, dtype, xp=np):
+        self.k = xp.empty((B, H, T_max, D), dtype=dtype)
+        self.v = xp.empty((B, H, T_max, D), dtype=dtype)
+        self.length = 0
+
+    def append(self, k, v):
+        """Add (B, H, T_new, D) keys and values; return (B, H, T_all, D) views."""
+        T_new, T_max = k.shape[2], self.k.shape[2]
+        if self.length + T_new > T_max:
+            raise ValueError(f"KVCache.append: {self.length} cached + {T_new} new positions "
+                             f"exceed the cache length T_max={T_max}")
+        end = self.length + T_new
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
