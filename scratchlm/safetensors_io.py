@@ -137,7 +137,7 @@ def _read_header(f, path, where):
         header = json.loads(f.read(n).decode("utf-8"),
                             object_pairs_hook=_object_without_duplicates)
     except _DuplicateKey as exc:
-        raise bad(f"header names {exc.args[0]!r} twice") from None
+        raise bad(f"header has the key {exc.args[0]!r} twice") from None
     except UnicodeDecodeError as exc:
         raise bad(f"header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except (ValueError, RecursionError) as exc:             # JSONDecodeError is a ValueError
@@ -145,7 +145,9 @@ def _read_header(f, path, where):
     if not isinstance(header, dict):
         raise bad(f"header must be a JSON object; got {type(header).__name__}")
 
-    metadata = header.pop(METADATA_KEY, {})
+    metadata = header.pop(METADATA_KEY, None)
+    if metadata is None:                      # absent, or null as the reference allows
+        metadata = {}
     if not isinstance(metadata, dict):
         raise bad(f"{METADATA_KEY} must be an object; got {type(metadata).__name__}")
     for key, value in metadata.items():
@@ -241,8 +243,8 @@ def _as_requested(stored, dtype_name, dtype):
     """
     if dtype_name == "BF16":
         array = bfloat16_bits_to_float32(stored)
-    else:
-        array = stored.astype(stored.dtype.newbyteorder("="), copy=False)  # no-op on little-endian hosts
+    else:   # to native byte order: a no-op on little-endian hosts
+        array = stored.astype(stored.dtype.newbyteorder("="), copy=False)
     if dtype_name in FLOAT_DTYPES:
         if dtype is None:
             dtype = np.float32 if dtype_name in ("F16", "BF16") else array.dtype
@@ -271,7 +273,11 @@ def read_safetensors(path, dtype=None, *, return_metadata=False):
     with open(path, "rb") as f:
         entries, metadata, buffer_start = _read_header(f, path, where)
         for e in entries:
-            stored = np.empty(e.shape, DTYPES[e.dtype])
+            try:
+                stored = np.empty(e.shape, DTYPES[e.dtype])
+            except ValueError as exc:   # e.g. shape [0, 2**70]: empty, yet too big for NumPy
+                raise ValueError(f"{where}: {path}: tensor {e.name!r}: shape {list(e.shape)} "
+                                 f"is not possible for a NumPy array ({exc})") from None
             raw = stored.reshape(-1).view(np.uint8)    # the same memory, as bytes
             f.seek(buffer_start + e.begin)
             if f.readinto(raw) != raw.size:           # the file shrank under us

@@ -1,0 +1,62 @@
+"""Checks for model inputs: the public boundary, where bad calls fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchlm import backend
+
+
+def as_ids(where, name, ids, xp, shape=None, high=None, allow=None):
+    """An integer array on backend ``xp``, of ``shape``, with values in [0, high) (or == allow)."""
+    if ids is None:
+        return None
+    if isinstance(ids, (list, tuple)):
+        ids = np.asarray(ids)
+    if not hasattr(ids, "dtype"):
+        raise TypeError(f"{where}: {name} must be an integer array; got {type(ids).__name__}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{where}: {name} must be an integer array; got dtype {ids.dtype}")
+    if shape is not None and tuple(ids.shape) != tuple(shape):
+        raise ValueError(f"{where}: {name} must have shape {tuple(shape)}; got {tuple(ids.shape)}")
+    ids = backend.to_backend(ids, "cupy" if xp is not np else "numpy")
+    if high is not None and ids.size:
+        counted = ids if allow is None else ids[ids != allow]
+        if counted.size:
+            lo, hi = int(counted.min()), int(counted.max())
+            if lo < 0 or hi >= high:
+                extra = f" or {allow}" if allow is not None else ""
+                raise ValueError(f"{where}: {name} must be in [0, {high}){extra}; got "
+                                 f"{'min' if lo < 0 else 'max'} value {lo if lo < 0 else hi}")
+    return ids
+
+
+def as_input_ids(where, input_ids, xp, vocab_size):
+    if input_ids is None:
+        raise ValueError(f"{where}: input_ids is required")
+    ids = as_ids(where, "input_ids", input_ids, xp, high=vocab_size)
+    if ids.ndim != 2:
+        raise ValueError(f"{where}: input_ids must have shape (B, T); got {tuple(ids.shape)}"
+                         " (add a batch axis with ids[None])")
+    if ids.shape[1] == 0:
+        raise ValueError(f"{where}: input_ids must hold at least one position; got "
+                         f"{tuple(ids.shape)}")
+    return ids
+
+
+def additive_mask(where, attention_mask, xp, shape, dtype):
+    """(B, Tk) 0/1 mask -> (B, 1, 1, Tk) additive: 0 where kept, dtype's most negative where not.
+
+    As transformers does: masked scores become the most negative finite value.
+    """
+    if attention_mask is None:
+        return None
+    m = as_ids(where, "attention_mask", attention_mask, xp, shape=shape, high=2) \
+        if getattr(attention_mask, "dtype", None) is None or attention_mask.dtype.kind != "b" \
+        else backend.to_backend(attention_mask, "cupy" if xp is not np else "numpy")
+    if tuple(m.shape) != tuple(shape):
+        raise ValueError(f"{where}: attention_mask must have shape {tuple(shape)}; "
+                         f"got {tuple(m.shape)}")
+    out = xp.zeros(m.shape, dtype=dtype)
+    out[m == 0] = xp.finfo(dtype).min
+    return out[:, None, None, :]

@@ -1,0 +1,475 @@
+"""BERT: the encoder and its task heads, each with a hand-written backward.
+
+    x = LN(word[input_ids] + position[position_ids] + token_type[token_type_ids])
+    x = dropout(x)
+    x = block_l(x)  for l = 0 .. L-1        post-LN blocks, bidirectional attention
+    pooled = tanh(x[:, 0] W_pool + b_pool)  the [CLS] position (where there is a pooler)
+
+Heads: masked-LM (transform = dense, GELU, LN; decoder tied to the word
+embeddings, with its own bias), next-sentence prediction, sequence
+classification, token classification and extractive question answering, named
+and behaving as in transformers.
+
+Parameter names follow transformers (``embeddings.word_embeddings``,
+``pooler.dense``, ``cls.predictions.transform``, ``classifier``, ...), except
+inside the encoder layers, which reuse the shared TransformerBlock:
+``encoder.layer.i.attn.c_attn`` holds query, key and value side by side
+(C, 3C), ``attn.c_proj`` is ``attention.output.dense``, ``ln_1`` is
+``attention.output.LayerNorm``, ``mlp.c_fc``/``mlp.c_proj`` are
+``intermediate.dense``/``output.dense`` and ``ln_2`` is ``output.LayerNorm``.
+``scratchlm.checkpoint`` maps these to and from Hugging Face tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchlm import backend
+from scratchlm import functional as F
+from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
+from scratchlm.models.configs import BertConfig
+from scratchlm.models.outputs import ModelOutput
+from scratchlm.nn import (
+    Activation, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter,
+    TransformerBlock,
+)
+
+
+def _check_config(where, config, dtype):
+    config = BertConfig() if config is None else config
+    if not isinstance(config, BertConfig):
+        raise TypeError(f"{where}: config must be a BertConfig; got {type(config).__name__}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{where}: dtype must be a floating dtype; got {dtype}")
+    return config, dtype
+
+
+class BertEmbeddings(Module):
+    """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig, rng, dtype):
+        super().__init__()
+        std = config.initializer_range
+        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, std=std,
+                                         rng=rng, dtype=dtype, padding_idx=config.pad_token_id)
+        self.position_embeddings = Embedding(config.max_position_embeddings,
+                                             config.hidden_size, std=std, rng=rng, dtype=dtype)
+        self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size,
+                                               std=std, rng=rng, dtype=dtype)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps, dtype=dtype)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, position_ids):
+        x = self.word_embeddings.forward(input_ids)               # (1) (B, T, C)
+        x += self.position_embeddings.forward(position_ids)       # (2)
+        x += self.token_type_embeddings.forward(token_type_ids)   # (3)
+        x = self.LayerNorm.forward(x)                             # (4)
+        return self.dropout.forward(x)                            # (5)
+
+    def backward(self, dout):
+        dx = self.dropout.backward(dout)                          # back through (5)
+        dx = self.LayerNorm.backward(dx)                          # back through (4)
+        self.token_type_embeddings.backward(dx)                   # back through (3)
+        self.position_embeddings.backward(dx)                     # back through (2)
+        self.word_embeddings.backward(dx)                         # back through (1)
+
+
+class BertEncoder(Module):
+    """A stack of post-LN TransformerBlocks, ``encoder.layer.0`` ... ``encoder.layer.L-1``."""
+
+    def __init__(self, config: BertConfig, rng, dtype):
+        super().__init__()
+        self.layer = ModuleList([
+            TransformerBlock(config.hidden_size, config.num_attention_heads,
+                             config.intermediate_size, config.hidden_act, pre_ln=False,
+                             causal=False, layer_norm_eps=config.layer_norm_eps,
+                             attn_pdrop=config.attention_probs_dropout_prob,
+                             resid_pdrop=config.hidden_dropout_prob,
+                             std=config.initializer_range, rng=rng, dtype=dtype)
+            for _ in range(config.num_hidden_layers)])
+
+    def forward(self, x, mask):
+        for block in self.layer:
+            x = block.forward(x, mask)
+        return x
+
+    def backward(self, dout):
+        for block in reversed(self.layer):
+            dout = block.backward(dout)
+        return dout
+
+
+class BertPooler(Module):
+    """pooled = tanh(x[:, 0] W + b): the first ([CLS]) position, through a dense layer."""
+
+    def __init__(self, config: BertConfig, rng, dtype):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size,
+                            std=config.initializer_range, rng=rng, dtype=dtype)
+        self.activation = Activation("tanh")
+
+    def forward(self, x):
+        h = self.dense.forward(x[:, 0])                 # (1) (B, C)
+        return self.activation.forward(h)               # (2)
+
+    def backward(self, dout, T):
+        dh = self.activation.backward(dout)             # back through (2)
+        dcls = self.dense.backward(dh)                  # back through (1)
+        dx = self.xp.zeros((dcls.shape[0], T, dcls.shape[1]), dtype=dcls.dtype)
+        dx[:, 0] = dcls                                 # only position 0 was read
+        return dx
+
+
+class BertModel(Module):
+    """The BERT encoder: last hidden states, and the pooled [CLS] vector."""
+
+    config_class = BertConfig
+
+    def __init__(self, config: BertConfig | None = None, seed: int = 0, dtype="float32",
+                 add_pooling_layer: bool = True, *, rng=None):
+        super().__init__()
+        config, dtype = _check_config(type(self).__name__, config, dtype)
+        self.config = config
+        rng = np.random.default_rng(seed) if rng is None else rng
+        self.embeddings = BertEmbeddings(config, rng, dtype)
+        self.encoder = BertEncoder(config, rng, dtype)
+        self.pooler = BertPooler(config, rng, dtype) if add_pooling_layer else None
+        self.set_rng(backend.default_rng(seed))
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
+        """Encode a batch.
+
+        Args:
+            input_ids: (B, T) ids in [0, V).
+            token_type_ids: (B, T) segment ids in [0, type_vocab_size); default 0.
+            attention_mask: (B, T) 1 for real tokens, 0 for padding; default all 1.
+            position_ids: (B, T); default 0 .. T-1.
+        Returns: ModelOutput with .last_hidden_state (B, T, C) and .pooler_output
+            (B, C) (None without a pooler).
+        """
+        where, cfg, xp = f"{type(self).__name__}.forward", self.config, self.xp
+        ids = as_input_ids(where, input_ids, xp, cfg.vocab_size)
+        B, T = ids.shape
+        if T > cfg.max_position_embeddings:
+            raise ValueError(f"{where}: sequence length T={T} exceeds "
+                             f"config.max_position_embeddings={cfg.max_position_embeddings}")
+        if token_type_ids is None:
+            token_type_ids = xp.zeros((B, T), dtype=np.int64)
+        token_type_ids = as_ids(where, "token_type_ids", token_type_ids, xp, shape=(B, T),
+                                high=cfg.type_vocab_size)
+        if position_ids is None:
+            position_ids = xp.broadcast_to(xp.arange(T), (B, T))
+        position_ids = as_ids(where, "position_ids", position_ids, xp, shape=(B, T),
+                              high=cfg.max_position_embeddings)
+        mask = additive_mask(where, attention_mask, xp, (B, T), self.dtype)
+
+        x = self.embeddings.forward(ids, token_type_ids, position_ids)  # (1)
+        x = self.encoder.forward(x, mask)               # (2)
+        pooled = self.pooler.forward(x) if self.pooler is not None else None  # (3)
+        self._save(T)
+        return ModelOutput(last_hidden_state=x, pooler_output=pooled)
+
+    def backward(self, d_last_hidden_state=None, d_pooler_output=None):
+        """Gradients from the upstream gradients of the two outputs (either may be None)."""
+        if d_last_hidden_state is None and d_pooler_output is None:
+            raise ValueError("BertModel.backward: pass d_last_hidden_state and/or "
+                             "d_pooler_output")
+        T = self._pop_cache()
+        dx = d_last_hidden_state
+        if d_pooler_output is not None:
+            if self.pooler is None:
+                raise ValueError("BertModel.backward: this model has no pooler; "
+                                 "d_pooler_output must be None")
+            dpool = self.pooler.backward(d_pooler_output, T)  # back through (3)
+            dx = dpool if dx is None else dx + dpool    # gradients add at the fork
+        elif self.pooler is not None:
+            self.pooler.clear_caches()                  # the pooler ran but feeds no loss
+        dx = self.encoder.backward(dx)                  # back through (2)
+        self.embeddings.backward(dx)                    # back through (1)
+
+
+class _BertWithHead(Module):
+    """Common set-up of the task models: ``self.bert`` plus heads built by the subclass."""
+
+    config_class = BertConfig
+    add_pooling_layer = True
+
+    def __init__(self, config: BertConfig | None = None, seed: int = 0, dtype="float32"):
+        super().__init__()
+        config, dtype = _check_config(type(self).__name__, config, dtype)
+        self.config = config
+        rng = np.random.default_rng(seed)
+        self.bert = BertModel(config, dtype=dtype, add_pooling_layer=self.add_pooling_layer,
+                              rng=rng)
+        self._build_heads(config, rng, dtype)
+        self.set_rng(backend.default_rng(seed))
+
+    def _build_heads(self, config, rng, dtype):
+        raise NotImplementedError
+
+    def _encode(self, input_ids, token_type_ids, attention_mask, position_ids):
+        out = self.bert.forward(input_ids, token_type_ids, attention_mask, position_ids)
+        return out.last_hidden_state, out.pooler_output
+
+    def _labels(self, name, labels, shape, high, allow=-100):
+        return as_ids(f"{type(self).__name__}.forward", name, labels, self.xp, shape=shape,
+                      high=high, allow=allow)
+
+    def _need_loss(self, ce_caches):
+        if not any(c is not None for c in ce_caches):
+            raise RuntimeError(f"{type(self).__name__}.backward: the forward computed no "
+                               "loss; pass labels to forward")
+
+
+class BertLMPredictionHead(Module):
+    """MLM head: h = LN(act(x W + b)); logits = h W_word^T + bias (decoder tied to the words)."""
+
+    def __init__(self, config: BertConfig, word_embeddings: Embedding, rng, dtype):
+        super().__init__()
+        self.transform = _Transform(config, rng, dtype)
+        self.bias = Parameter(backend.to_backend(np.zeros(config.vocab_size, dtype=dtype)))
+        object.__setattr__(self, "word_embeddings", word_embeddings)  # tied, not re-registered
+
+    def forward(self, x):
+        h = self.transform.forward(x)                   # (1) (B, T, C)
+        logits, cache = F.linear_forward(h, self.word_embeddings.weight.data.T,
+                                         self.bias.data)  # (2) (B, T, V)
+        self._save(cache)
+        return logits
+
+    def backward(self, dlogits):
+        dh, dW, db = F.linear_backward(dlogits, self._pop_cache())  # back through (2)
+        self.word_embeddings.weight.accumulate(dW.T)    # tied decoder: gradients add at the fork
+        self.bias.accumulate(db)
+        return self.transform.backward(dh)              # back through (1)
+
+
+class _Transform(Module):
+    """cls.predictions.transform: dense, activation, LayerNorm."""
+
+    def __init__(self, config, rng, dtype):
+        super().__init__()
+        self.dense = Linear(config.hidden_size, config.hidden_size,
+                            std=config.initializer_range, rng=rng, dtype=dtype)
+        self.act = Activation(config.hidden_act)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps, dtype=dtype)
+
+    def forward(self, x):
+        return self.LayerNorm.forward(self.act.forward(self.dense.forward(x)))
+
+    def backward(self, dout):
+        return self.dense.backward(self.act.backward(self.LayerNorm.backward(dout)))
+
+
+class _Heads(Module):
+    """``cls``: holds ``predictions`` and/or ``seq_relationship`` as transformers names them."""
+
+
+class BertForPreTraining(_BertWithHead):
+    """BERT with the masked-LM and next-sentence heads; loss = MLM + NSP."""
+
+    def _build_heads(self, config, rng, dtype):
+        self.cls = _Heads()
+        self.cls.predictions = BertLMPredictionHead(
+            config, self.bert.embeddings.word_embeddings, rng, dtype)
+        self.cls.seq_relationship = Linear(config.hidden_size, 2,
+                                           std=config.initializer_range, rng=rng, dtype=dtype)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                labels=None, next_sentence_label=None):
+        """labels (B, T): MLM targets, -100 where not masked; next_sentence_label (B,): 0 = is next."""
+        x, pooled = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        B, T = x.shape[:2]
+        labels = self._labels("labels", labels, (B, T), self.config.vocab_size)
+        nsl = self._labels("next_sentence_label", next_sentence_label, (B,), 2)
+        prediction_logits = self.cls.predictions.forward(x)       # (1)
+        nsp_logits = self.cls.seq_relationship.forward(pooled)    # (2)
+        loss = mlm_cache = nsp_cache = None
+        if labels is not None and nsl is not None:                # as transformers: both or none
+            mlm_loss, mlm_cache = F.cross_entropy_forward(prediction_logits, labels)  # (3)
+            nsp_loss, nsp_cache = F.cross_entropy_forward(nsp_logits, nsl)            # (4)
+            loss = mlm_loss + nsp_loss                             # (5)
+        self._save((mlm_cache, nsp_cache, T))
+        return ModelOutput(loss=loss, prediction_logits=prediction_logits,
+                           seq_relationship_logits=nsp_logits)
+
+    def backward(self, dloss=1.0):
+        mlm_cache, nsp_cache, T = self._pop_cache()
+        self._need_loss([mlm_cache])
+        dpred = F.cross_entropy_backward(dloss, mlm_cache)        # back through (5), (3)
+        dnsp = F.cross_entropy_backward(dloss, nsp_cache)         # back through (5), (4)
+        dpooled = self.cls.seq_relationship.backward(dnsp)        # back through (2)
+        dx = self.cls.predictions.backward(dpred)                 # back through (1)
+        self.bert.backward(dx, dpooled)
+
+
+class BertForMaskedLM(_BertWithHead):
+    """BERT with the masked-LM head (no pooler)."""
+
+    add_pooling_layer = False
+
+    def _build_heads(self, config, rng, dtype):
+        self.cls = _Heads()
+        self.cls.predictions = BertLMPredictionHead(
+            config, self.bert.embeddings.word_embeddings, rng, dtype)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                labels=None):
+        """labels (B, T): original ids at masked positions, -100 elsewhere."""
+        x, _ = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        labels = self._labels("labels", labels, x.shape[:2], self.config.vocab_size)
+        logits = self.cls.predictions.forward(x)                  # (1)
+        loss = cache = None
+        if labels is not None:
+            loss, cache = F.cross_entropy_forward(logits, labels)  # (2)
+        self._save(cache)
+        return ModelOutput(loss=loss, logits=logits)
+
+    def backward(self, dloss=1.0):
+        cache = self._pop_cache() if self._cache is not None else None
+        self._need_loss([cache])
+        dlogits = F.cross_entropy_backward(dloss, cache)          # back through (2)
+        self.bert.backward(self.cls.predictions.backward(dlogits))  # back through (1)
+
+
+class BertForNextSentencePrediction(_BertWithHead):
+    """BERT with the next-sentence head on the pooled output."""
+
+    def _build_heads(self, config, rng, dtype):
+        self.cls = _Heads()
+        self.cls.seq_relationship = Linear(config.hidden_size, 2,
+                                           std=config.initializer_range, rng=rng, dtype=dtype)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                labels=None):
+        """labels (B,): 0 when sentence B follows sentence A, 1 when it is random."""
+        _, pooled = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        labels = self._labels("labels", labels, (pooled.shape[0],), 2)
+        logits = self.cls.seq_relationship.forward(pooled)        # (1)
+        loss = cache = None
+        if labels is not None:
+            loss, cache = F.cross_entropy_forward(logits, labels)  # (2)
+        self._save(cache)
+        return ModelOutput(loss=loss, logits=logits)
+
+    def backward(self, dloss=1.0):
+        cache = self._pop_cache() if self._cache is not None else None
+        self._need_loss([cache])
+        dpooled = self.cls.seq_relationship.backward(
+            F.cross_entropy_backward(dloss, cache))               # back through (2), (1)
+        self.bert.backward(None, dpooled)
+
+
+class BertForSequenceClassification(_BertWithHead):
+    """BERT with dropout and a linear classifier on the pooled output."""
+
+    def _build_heads(self, config, rng, dtype):
+        p = config.classifier_dropout if config.classifier_dropout is not None \
+            else config.hidden_dropout_prob
+        self.dropout = Dropout(p)
+        self.classifier = Linear(config.hidden_size, config.num_labels,
+                                 std=config.initializer_range, rng=rng, dtype=dtype)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                labels=None):
+        """labels (B,) in [0, num_labels): cross-entropy over the classes."""
+        _, pooled = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        if labels is not None and self.config.num_labels == 1:
+            raise ValueError("BertForSequenceClassification.forward: num_labels=1 "
+                             "(regression) is not supported; use num_labels >= 2")
+        labels = self._labels("labels", labels, (pooled.shape[0],), self.config.num_labels)
+        h = self.dropout.forward(pooled)                          # (1)
+        logits = self.classifier.forward(h)                       # (2) (B, num_labels)
+        loss = cache = None
+        if labels is not None:
+            loss, cache = F.cross_entropy_forward(logits, labels)  # (3)
+        self._save(cache)
+        return ModelOutput(loss=loss, logits=logits)
+
+    def backward(self, dloss=1.0):
+        cache = self._pop_cache() if self._cache is not None else None
+        self._need_loss([cache])
+        dh = self.classifier.backward(F.cross_entropy_backward(dloss, cache))  # (3), (2)
+        self.bert.backward(None, self.dropout.backward(dh))       # back through (1)
+
+
+class BertForTokenClassification(_BertWithHead):
+    """BERT with dropout and a linear classifier on every position (no pooler)."""
+
+    add_pooling_layer = False
+
+    def _build_heads(self, config, rng, dtype):
+        p = config.classifier_dropout if config.classifier_dropout is not None \
+            else config.hidden_dropout_prob
+        self.dropout = Dropout(p)
+        self.classifier = Linear(config.hidden_size, config.num_labels,
+                                 std=config.initializer_range, rng=rng, dtype=dtype)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                labels=None):
+        """labels (B, T) in [0, num_labels), -100 where ignored (padding, later sub-words)."""
+        x, _ = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        labels = self._labels("labels", labels, x.shape[:2], self.config.num_labels)
+        h = self.dropout.forward(x)                               # (1)
+        logits = self.classifier.forward(h)                       # (2) (B, T, num_labels)
+        loss = cache = None
+        if labels is not None:
+            loss, cache = F.cross_entropy_forward(logits, labels)  # (3)
+        self._save(cache)
+        return ModelOutput(loss=loss, logits=logits)
+
+    def backward(self, dloss=1.0):
+        cache = self._pop_cache() if self._cache is not None else None
+        self._need_loss([cache])
+        dh = self.classifier.backward(F.cross_entropy_backward(dloss, cache))  # (3), (2)
+        self.bert.backward(self.dropout.backward(dh))              # back through (1)
+
+
+class BertForQuestionAnswering(_BertWithHead):
+    """BERT with a start/end span classifier on every position (no pooler)."""
+
+    add_pooling_layer = False
+
+    def _build_heads(self, config, rng, dtype):
+        self.qa_outputs = Linear(config.hidden_size, 2, std=config.initializer_range,
+                                 rng=rng, dtype=dtype)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                start_positions=None, end_positions=None):
+        """start_positions, end_positions (B,): answer span; loss = (CE_start + CE_end) / 2.
+
+        As transformers does, positions outside [0, T) are clamped to T and ignored.
+        """
+        where = "BertForQuestionAnswering.forward"
+        x, _ = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        B, T = x.shape[:2]
+        logits = self.qa_outputs.forward(x)                       # (1) (B, T, 2)
+        start_logits = logits[..., 0]                             # (2) (B, T) views
+        end_logits = logits[..., 1]
+        loss = caches = None
+        if (start_positions is None) != (end_positions is None):
+            raise ValueError(f"{where}: pass both start_positions and end_positions, or neither")
+        if start_positions is not None:
+            caches = []
+            losses = []
+            for name, pos, lg in (("start_positions", start_positions, start_logits),
+                                  ("end_positions", end_positions, end_logits)):
+                pos = as_ids(where, name, pos, self.xp, shape=(B,))
+                pos = self.xp.clip(pos, 0, T)                      # out of range -> T, ignored
+                ce, cache = F.cross_entropy_forward(self.xp.ascontiguousarray(lg), pos,
+                                                    ignore_index=T)  # (3)
+                losses.append(ce)
+                caches.append(cache)
+            loss = (losses[0] + losses[1]) / 2                    # (4)
+        self._save(caches)
+        return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+
+    def backward(self, dloss=1.0):
+        caches = self._pop_cache() if self._cache is not None else None
+        self._need_loss([caches])
+        half = 0.5 * dloss                                        # back through (4)
+        dstart = F.cross_entropy_backward(half, caches[0])        # back through (3)
+        dend = F.cross_entropy_backward(half, caches[1])
+        dlogits = self.xp.stack([dstart, dend], axis=-1)          # back through (2)
+        self.bert.backward(self.qa_outputs.backward(dlogits))     # back through (1)

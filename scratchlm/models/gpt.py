@@ -1,0 +1,131 @@
+"""GPT: the GPT-2 decoder, with its forward and its hand-written backward.
+
+    x      = wte[input_ids] + wpe[position_ids]      token + learned position embeddings
+    x      = dropout(x)
+    x      = block_l(x)  for l = 0 .. L-1            pre-LN blocks, causal attention
+    x      = ln_f(x)
+    logits = x @ wte^T                               LM head tied to the token embedding
+    loss   = CE(logits[:, t], labels[:, t+1])        labels shifted inside, -100 ignored
+
+Parameter names are those of transformers' GPT2Model (``wte``, ``wpe``,
+``h.0.ln_1``, ``h.0.attn.c_attn``, ..., ``ln_f``), and projections are stored
+(in, out) as GPT-2's Conv1D stores them, so checkpoints map one to one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scratchlm import backend
+from scratchlm import functional as F
+from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
+from scratchlm.models.configs import GPTConfig
+from scratchlm.models.outputs import ModelOutput
+from scratchlm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, TransformerBlock
+
+
+class GPT(Module):
+    """GPT-2 language model (GPT2LMHeadModel in transformers)."""
+
+    config_class = GPTConfig
+
+    def __init__(self, config: GPTConfig | None = None, seed: int = 0, dtype="float32"):
+        super().__init__()
+        config = GPTConfig() if config is None else config
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT: config must be a GPTConfig; got {type(config).__name__}")
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"GPT: dtype must be a floating dtype; got {dtype}")
+        self.config = config
+        rng = np.random.default_rng(seed)               # initial weights, on the host
+        std = config.initializer_range
+        # GPT-2 scales the residual projections by 1/sqrt(2 L): each block adds
+        # two of them to the residual stream.
+        proj_std = std / math.sqrt(2 * config.n_layer)
+        self.wte = Embedding(config.vocab_size, config.n_embd, std=std, rng=rng, dtype=dtype)
+        self.wpe = Embedding(config.n_positions, config.n_embd, std=std, rng=rng, dtype=dtype)
+        self.drop = Dropout(config.embd_pdrop)
+        self.h = ModuleList([
+            TransformerBlock(config.n_embd, config.n_head, config.inner_dim,
+                             config.activation_function, pre_ln=True, causal=True,
+                             layer_norm_eps=config.layer_norm_epsilon,
+                             attn_pdrop=config.attn_pdrop, resid_pdrop=config.resid_pdrop,
+                             std=std, proj_std=proj_std, rng=rng, dtype=dtype)
+            for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon, dtype=dtype)
+        self.set_rng(backend.default_rng(seed))         # dropout masks
+
+    # ---------------------------------------------------------------------
+    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None,
+                kv_caches=None):
+        """Logits for every position, and the causal-LM loss when labels are given.
+
+        Args:
+            input_ids: (B, T) integer ids in [0, V).
+            attention_mask: (B, T_past + T) 1 for real tokens, 0 for padding
+                (left-padded batches), or None.
+            position_ids: (B, T) positions in [0, n_positions); default
+                T_past, ..., T_past + T - 1.
+            labels: (B, T) target ids, -100 where ignored; the shift by one
+                happens inside: position t predicts labels[:, t + 1].
+            kv_caches: one functional.KVCache per layer, for decoding (eval).
+        Returns: ModelOutput with .logits (B, T, V) and .loss (0-d) or None.
+        """
+        where, cfg, xp = "GPT.forward", self.config, self.xp
+        ids = as_input_ids(where, input_ids, xp, cfg.vocab_size)
+        B, T = ids.shape
+        past = 0 if kv_caches is None else kv_caches[0].length
+        if past + T > cfg.n_positions:
+            raise ValueError(f"{where}: sequence length {past + T} exceeds "
+                             f"config.n_positions={cfg.n_positions}")
+        if position_ids is None:
+            position_ids = xp.broadcast_to(xp.arange(past, past + T), (B, T))
+        else:
+            position_ids = as_ids(where, "position_ids", position_ids, xp, shape=(B, T),
+                                  high=cfg.n_positions)
+        mask = additive_mask(where, attention_mask, xp, (B, past + T), self.dtype)
+        if labels is not None:
+            labels = as_ids(where, "labels", labels, xp, shape=(B, T), high=cfg.vocab_size,
+                            allow=-100)
+
+        x = self.wte.forward(ids)                       # (1) (B, T, C)
+        x += self.wpe.forward(position_ids)             # (2) + positions
+        x = self.drop.forward(x)                        # (3)
+        for layer, block in enumerate(self.h):          # (4)
+            x = block.forward(x, mask, None if kv_caches is None else kv_caches[layer])
+        x = self.ln_f.forward(x)                        # (5)
+        logits, head_cache = F.linear_forward(x, self.wte.weight.data.T)  # (6) tied head
+        loss = ce_cache = None
+        if labels is not None:
+            # Shift: position t predicts token t+1. Shifting the labels left (the
+            # last position gets -100) instead of slicing the logits keeps the
+            # logits contiguous; the mean over counted targets is the same.
+            targets = xp.full_like(labels, -100)
+            targets[:, :-1] = labels[:, 1:]
+            loss, ce_cache = F.cross_entropy_forward(logits, targets)  # (7)
+        self._save((head_cache, ce_cache))
+        return ModelOutput(loss=loss, logits=logits)
+
+    def backward(self, dloss=1.0, dlogits=None):
+        """Fill every parameter's .grad from the last training forward.
+
+        With a loss, its gradient is ``dloss`` (1.0 by default); without one,
+        pass the upstream gradient of the logits as ``dlogits``.
+        """
+        head_cache, ce_cache = self._pop_cache()
+        if dlogits is None:
+            if ce_cache is None:
+                raise RuntimeError("GPT.backward: the forward computed no loss; pass labels= "
+                                   "to forward, or dlogits= to backward")
+            dlogits = F.cross_entropy_backward(dloss, ce_cache)  # back through (7)
+        dx, dW_head, _ = F.linear_backward(dlogits, head_cache)  # back through (6)
+        dx = self.ln_f.backward(dx)                     # back through (5)
+        for block in reversed(self.h):                  # back through (4)
+            dx = block.backward(dx)
+        dx = self.drop.backward(dx)                     # back through (3)
+        self.wpe.backward(dx)                           # back through (2)
+        self.wte.backward(dx)                           # back through (1)
+        self.wte.weight.accumulate(dW_head.T)           # tied head: gradients add at the fork

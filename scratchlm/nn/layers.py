@@ -1,0 +1,296 @@
+"""Layers: modules that hold parameters and compose the functional pairs.
+
+Each layer's ``forward`` calls functional forwards in order and saves their
+caches (training mode only); its ``backward`` calls the matching functional
+backwards in reverse order, adds parameter gradients into ``.grad`` and
+returns the gradient of the input. Where a value feeds two consumers (the
+residual stream), the two gradients are added on a line of their own.
+
+Initial weights are drawn on the host from a NumPy Generator and then moved
+to the active backend, so a seed gives the same model on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchlm import backend
+from scratchlm import functional as F
+from scratchlm.functional._checks import check_probability
+from scratchlm.nn.module import Module
+from scratchlm.nn.parameter import Parameter
+
+
+def _param(array, dtype):
+    """A Parameter from a host array, cast to dtype, on the active backend."""
+    return Parameter(backend.to_backend(np.asarray(array, dtype=np.dtype(dtype))))
+
+
+def _normal(rng, std, shape):
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return rng.normal(0.0, std, size=shape)
+
+
+class Linear(Module):
+    """y = x @ W + b, with ``weight`` W of shape (C_in, C_out) and ``bias`` b (C_out,)."""
+
+    def __init__(self, in_features, out_features, bias=True, *, std=0.02, rng=None,
+                 dtype="float32"):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = _param(_normal(rng, std, (in_features, out_features)), dtype)
+        self.bias = _param(np.zeros(out_features), dtype) if bias else None
+
+    def forward(self, x):
+        y, cache = F.linear_forward(x, self.weight.data,
+                                    None if self.bias is None else self.bias.data)
+        self._save(cache)
+        return y
+
+    def backward(self, dout):
+        dx, dW, db = F.linear_backward(dout, self._pop_cache())
+        self.weight.accumulate(dW)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A table ``weight`` of shape (V, C); row ``ids[p]`` for each position p."""
+
+    def __init__(self, num_embeddings, embedding_dim, *, std=0.02, rng=None,
+                 dtype="float32", padding_idx=None):
+        super().__init__()
+        W = _normal(rng, std, (num_embeddings, embedding_dim))
+        if padding_idx is not None:
+            W[padding_idx] = 0.0                        # as transformers initialises it
+        self.weight = _param(W, dtype)
+
+    def forward(self, ids):
+        out, cache = F.embedding_forward(ids, self.weight.data)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        self.weight.accumulate(F.embedding_backward(dout, self._pop_cache()))
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
+
+
+class LayerNorm(Module):
+    """Layer normalization over the last axis: ``weight`` gamma, ``bias`` beta."""
+
+    def __init__(self, normalized_shape, eps=1e-5, *, dtype="float32"):
+        super().__init__()
+        self.eps = eps
+        self.weight = _param(np.ones(normalized_shape), dtype)
+        self.bias = _param(np.zeros(normalized_shape), dtype)
+
+    def forward(self, x):
+        y, cache = F.layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
+        self._save(cache)
+        return y
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.layernorm_backward(dout, self._pop_cache())
+        self.weight.accumulate(dgamma)
+        self.bias.accumulate(dbeta)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Inverted dropout with probability p, active in training mode only."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.p = check_probability("Dropout", "p", p)
+
+    def forward(self, x):
+        y, cache = F.dropout_forward(x, self.p, self.rng, training=self.training)
+        self._save(cache)
+        return y
+
+    def backward(self, dout):
+        return F.dropout_backward(dout, self._pop_cache())
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+# Activation names as transformers spells them -> the GELU form, or relu/tanh.
+ACTIVATIONS = {
+    "gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh", "relu": "relu", "tanh": "tanh",
+}
+
+
+class Activation(Module):
+    """An element-wise activation named as in transformers (``gelu``, ``gelu_new``, ...)."""
+
+    def __init__(self, name):
+        super().__init__()
+        if name not in ACTIVATIONS:
+            raise ValueError(f"Activation: unknown activation {name!r}; expected one of "
+                             f"{sorted(ACTIVATIONS)}")
+        self.name, self.kind = name, ACTIVATIONS[name]
+
+    def forward(self, x):
+        if self.kind == "gelu_erf":
+            y, cache = F.gelu_forward(x, "none")
+        elif self.kind == "gelu_tanh":
+            y, cache = F.gelu_forward(x, "tanh")
+        elif self.kind == "relu":
+            y, cache = F.relu_forward(x)
+        else:
+            y, cache = F.tanh_forward(x)
+        self._save(cache)
+        return y
+
+    def backward(self, dout):
+        cache = self._pop_cache()
+        if self.kind in ("gelu_erf", "gelu_tanh"):
+            return F.gelu_backward(dout, cache)
+        if self.kind == "relu":
+            return F.relu_backward(dout, cache)
+        return F.tanh_backward(dout, cache)
+
+    def extra_repr(self):
+        return self.name
+
+
+class MultiHeadSelfAttention(Module):
+    """Self-attention over H heads with a fused input projection.
+
+        qkv = x W_qkv + b_qkv            c_attn: (C, 3C), q | k | v side by side
+        q, k, v -> (B, H, T, D) heads
+        a = attention(q, k, v)           causal or not, masked, dropout on weights
+        out = dropout(merge(a) W_o + b_o)   c_proj: (C, C), then residual dropout
+    """
+
+    def __init__(self, n_embd, n_head, *, causal, attn_pdrop=0.0, resid_pdrop=0.0,
+                 std=0.02, proj_std=None, rng=None, dtype="float32"):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"MultiHeadSelfAttention: n_embd={n_embd} must be divisible "
+                             f"by n_head={n_head}")
+        self.n_embd, self.n_head, self.causal = n_embd, n_head, causal
+        self.attn_pdrop = attn_pdrop
+        self.c_attn = Linear(n_embd, 3 * n_embd, std=std, rng=rng, dtype=dtype)
+        self.c_proj = Linear(n_embd, n_embd, std=std if proj_std is None else proj_std,
+                             rng=rng, dtype=dtype)
+        self.resid_dropout = Dropout(resid_pdrop)
+
+    def forward(self, x, mask=None, kv_cache=None):
+        """x (B, T, C), mask as in functional.attention, kv_cache for decoding -> (B, T, C)."""
+        C, H = self.n_embd, self.n_head
+        qkv = self.c_attn.forward(x)                    # (1) (B, T, 3C)
+        q = F.split_heads(qkv[..., :C], H)              # (2) (B, H, T, D) views
+        k = F.split_heads(qkv[..., C:2 * C], H)
+        v = F.split_heads(qkv[..., 2 * C:], H)
+        if kv_cache is not None:                        #     decoding: past keys too
+            k, v = kv_cache.append(k, v)
+        p = self.attn_pdrop if self.training else 0.0
+        a, att_cache = F.attention_forward(q, k, v, causal=self.causal, mask=mask,
+                                           dropout_p=p, rng=self.rng)  # (3)
+        y = self.c_proj.forward(F.merge_heads(a))       # (4) (B, T, C)
+        y = self.resid_dropout.forward(y)               # (5)
+        self._save(att_cache)
+        return y
+
+    def backward(self, dout):
+        C, H = self.n_embd, self.n_head
+        att_cache = self._pop_cache()
+        dy = self.resid_dropout.backward(dout)          # back through (5)
+        da = self.c_proj.backward(dy)                   # back through (4)
+        dq, dk, dv = F.attention_backward(F.split_heads(da, H), att_cache)  # (3)
+        B, T = da.shape[:2]
+        dqkv = self.xp.empty((B, T, 3 * C), dtype=da.dtype)  # back through (2): write
+        F.split_heads(dqkv[..., :C], H)[...] = dq       # each head's gradient into
+        F.split_heads(dqkv[..., C:2 * C], H)[...] = dk  # its slot of the fused qkv
+        F.split_heads(dqkv[..., 2 * C:], H)[...] = dv
+        return self.c_attn.backward(dqkv)               # back through (1)
+
+    def extra_repr(self):
+        return f"n_embd={self.n_embd}, n_head={self.n_head}, causal={self.causal}"
+
+
+class FeedForward(Module):
+    """Position-wise MLP: out = dropout(act(x W_fc + b_fc) W_proj + b_proj)."""
+
+    def __init__(self, n_embd, n_inner, activation, *, pdrop=0.0, std=0.02, proj_std=None,
+                 rng=None, dtype="float32"):
+        super().__init__()
+        self.c_fc = Linear(n_embd, n_inner, std=std, rng=rng, dtype=dtype)
+        self.act = Activation(activation)
+        self.c_proj = Linear(n_inner, n_embd, std=std if proj_std is None else proj_std,
+                             rng=rng, dtype=dtype)
+        self.dropout = Dropout(pdrop)
+
+    def forward(self, x):
+        h = self.c_fc.forward(x)                        # (1) (B, T, F)
+        h = self.act.forward(h)                         # (2)
+        h = self.c_proj.forward(h)                      # (3) (B, T, C)
+        return self.dropout.forward(h)                  # (4)
+
+    def backward(self, dout):
+        dh = self.dropout.backward(dout)                # back through (4)
+        dh = self.c_proj.backward(dh)                   # back through (3)
+        dh = self.act.backward(dh)                      # back through (2)
+        return self.c_fc.backward(dh)                   # back through (1)
+
+
+class TransformerBlock(Module):
+    """Attention and feed-forward sub-layers, each with a residual connection.
+
+    pre-LN (GPT-2):   x = x + attn(ln_1(x));   x = x + mlp(ln_2(x))
+    post-LN (BERT):   x = ln_1(x + attn(x));   x = ln_2(x + mlp(x))
+    """
+
+    def __init__(self, n_embd, n_head, n_inner, activation, *, pre_ln, causal,
+                 layer_norm_eps, attn_pdrop=0.0, resid_pdrop=0.0, std=0.02, proj_std=None,
+                 rng=None, dtype="float32"):
+        super().__init__()
+        self.pre_ln = pre_ln
+        self.ln_1 = LayerNorm(n_embd, layer_norm_eps, dtype=dtype)
+        self.attn = MultiHeadSelfAttention(n_embd, n_head, causal=causal,
+                                           attn_pdrop=attn_pdrop, resid_pdrop=resid_pdrop,
+                                           std=std, proj_std=proj_std, rng=rng, dtype=dtype)
+        self.ln_2 = LayerNorm(n_embd, layer_norm_eps, dtype=dtype)
+        self.mlp = FeedForward(n_embd, n_inner, activation, pdrop=resid_pdrop, std=std,
+                               proj_std=proj_std, rng=rng, dtype=dtype)
+
+    def forward(self, x, mask=None, kv_cache=None):
+        if self.pre_ln:
+            a = self.attn.forward(self.ln_1.forward(x), mask, kv_cache)  # (1)
+            a += x                                      # (2) residual: x + attn(ln_1(x))
+            m = self.mlp.forward(self.ln_2.forward(a))  # (3)
+            m += a                                      # (4) residual: a + mlp(ln_2(a))
+            return m
+        a = self.attn.forward(x, mask, kv_cache)        # (1)
+        a += x                                          # (2) residual
+        a = self.ln_1.forward(a)                        # (3)
+        m = self.mlp.forward(a)                         # (4)
+        m += a                                          # (5) residual
+        return self.ln_2.forward(m)                     # (6)
+
+    def backward(self, dout):
+        if self.pre_ln:
+            dm = self.ln_2.backward(self.mlp.backward(dout))  # back through (3)
+            dm += dout                                  # back through (4): gradients add at the fork
+            dx = self.ln_1.backward(self.attn.backward(dm))   # back through (1)
+            dx += dm                                    # back through (2): gradients add at the fork
+            return dx
+        ds = self.ln_2.backward(dout)                   # back through (6)
+        da = self.mlp.backward(ds)                      # back through (4)
+        da += ds                                        # back through (5): gradients add at the fork
+        ds = self.ln_1.backward(da)                     # back through (3)
+        dx = self.attn.backward(ds)                     # back through (1)
+        dx += ds                                        # back through (2): gradients add at the fork
+        return dx
