@@ -18,7 +18,8 @@ has gradient ``backward(dout)`` with respect to each input. Two ways to check:
 Errors are reported per input as the largest absolute difference and the
 normwise relative error ``max|a - n| / max(max|a|, max|n|)``, where ``a`` is
 the analytic and ``n`` the numerical value: a scale-free number that is not
-fooled by tiny entries. The central difference has truncation error O(h^2)
+fooled by tiny entries (the denominator is at least REL_ERR_FLOOR, so an
+exactly-zero gradient is judged by its absolute error). The central difference has truncation error O(h^2)
 and rounding error O(eps |L| / h); with h near 1e-6 in float64 both are far
 below 1e-6 for the smooth functions checked here.
 """
@@ -102,11 +103,18 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _errors(analytic, numeric):
+# Gradients smaller than this are judged by their absolute error: for them the
+# finite-difference noise (about eps * |L| / h) is not small in relative terms,
+# and an exactly-zero gradient has no meaningful relative error.
+REL_ERR_FLOOR = 1e-7
+
+
+def _errors(analytic, numeric, floor=REL_ERR_FLOOR):
+    """Largest absolute difference, and normwise relative error (see module docstring)."""
     diff = float(np.max(np.abs(analytic - numeric), initial=0.0))
     scale = max(float(np.max(np.abs(analytic), initial=0.0)),
-                float(np.max(np.abs(numeric), initial=0.0)))
-    return diff, (diff / scale if scale > 0 else 0.0)
+                float(np.max(np.abs(numeric), initial=0.0)), floor)
+    return diff, diff / scale
 
 
 def gradcheck(forward: Callable, backward: Callable, inputs: dict, wrt=None, *,
@@ -244,3 +252,102 @@ def check_functional(seed: int = 0, **kwargs):
     """Gradcheck every functional op; returns a list of (op, shapes, report)."""
     return [(op, shapes, gradcheck(fwd, bwd, inputs, wrt, seed=seed, **kwargs))
             for op, shapes, fwd, bwd, inputs, wrt in functional_cases(seed)]
+
+
+# --- whole models ------------------------------------------------------------
+
+def gradcheck_model(model, loss_fn: Callable, *, seed: int = 0, h: float = 1e-5,
+                    n_directions: int = 2, rtol: float = 1e-5, atol: float = 1e-10,
+                    rel_floor: float = 1e-5) -> GradcheckReport:
+    """Check a model's backward, parameter by parameter, along random directions.
+
+    ``loss_fn(model)`` runs a forward that computes a loss and returns it. For
+    every parameter p and random unit direction u (same shape as p), the
+    analytic ``<p.grad, u>`` from ``model.backward()`` is compared with the
+    central difference of the loss along u: the cost does not grow with the
+    size of p. The model must be float64 and deterministic (dropout 0).
+    Directional derivatives smaller than ``rel_floor`` (a bias whose gradient
+    is zero by symmetry, say) are judged by their absolute error.
+    """
+    if np.dtype(model.dtype) != np.float64:
+        raise ValueError(f"gradcheck_model: the model must be float64 (model.astype('float64')); "
+                         f"got {model.dtype}")
+    rng = np.random.default_rng(seed)
+    model.train()
+    loss_fn(model)
+    model.zero_grad()
+    model.backward()
+    grads = {name: np.array(to_numpy(p.grad)) for name, p in model.named_parameters()}
+    model.eval()                                        # no caches while probing
+
+    report = GradcheckReport()
+    for name, p in model.named_parameters():
+        us = rng.standard_normal((n_directions,) + tuple(p.shape))
+        analytic, numeric = [], []
+        for u in us:
+            u /= np.sqrt((u * u).sum())
+            u_b = u if p.data.__class__ is np.ndarray else type(p.data)(u)
+            analytic.append(float((grads[name] * u).sum()))
+            numeric.append(directional_derivative(lambda: float(loss_fn(model)), p.data, u_b, h))
+        abs_err, rel_err = _errors(np.array(analytic), np.array(numeric), rel_floor)
+        report.inputs.append(InputReport(name, tuple(p.shape), "directional", abs_err,
+                                         rel_err, rel_err <= rtol or abs_err <= atol))
+    return report
+
+
+def model_cases(seed: int = 0):
+    """Yield ``(name, model, loss_fn)``: a tiny float64 instance of every model class.
+
+    Weights are drawn with a larger spread than the usual 0.02 so that every
+    parameter's gradient is well above the finite-difference noise floor. The
+    batches have padding (left for GPT, right for BERT) with ignored labels.
+    """
+    from scratchlm import models as M  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    B, T, V = 2, 6, 23
+    ids = rng.integers(0, V, (B, T))
+
+    gpt_cfg = M.GPTConfig(vocab_size=V, n_positions=8, n_embd=8, n_layer=2, n_head=2,
+                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                          initializer_range=0.3)
+    left = np.ones((B, T), dtype=np.int64)
+    left[1, :2] = 0                                     # left padding in row 1
+    gpt_labels = np.where(left == 1, ids, -100)
+    gpt_labels[1, 2] = -100                             # its first real token has no context
+    yield ("GPT", M.GPT(gpt_cfg, seed=seed, dtype="float64"),
+           lambda m: m(ids, attention_mask=left, labels=gpt_labels).loss)
+
+    bert_cfg = M.BertConfig(vocab_size=V, hidden_size=8, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=12,
+                            max_position_embeddings=8, hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0, initializer_range=0.3,
+                            id2label={0: "A", 1: "B", 2: "C"})
+    tt = np.zeros((B, T), dtype=np.int64)
+    tt[:, 3:] = 1
+    right = np.ones((B, T), dtype=np.int64)
+    right[1, 4:] = 0                                    # right padding in row 1
+    mlm = np.where(rng.random((B, T)) < 0.5, ids, -100)
+    mlm[0, 0], mlm[1, 4:] = ids[0, 0], -100
+    tags = rng.integers(0, 3, (B, T))
+    tags[1, 4:] = -100
+    enc = dict(token_type_ids=tt, attention_mask=right)
+    bert_cases = [
+        ("BertForPreTraining", dict(labels=mlm, next_sentence_label=np.array([0, 1]))),
+        ("BertForMaskedLM", dict(labels=mlm)),
+        ("BertForNextSentencePrediction", dict(labels=np.array([1, 0]))),
+        ("BertForSequenceClassification", dict(labels=np.array([2, 0]))),
+        ("BertForTokenClassification", dict(labels=tags)),
+        ("BertForQuestionAnswering", dict(start_positions=np.array([1, 2]),
+                                          end_positions=np.array([3, 3]))),
+    ]
+    for cls_name, labels in bert_cases:
+        yield (cls_name, getattr(M, cls_name)(bert_cfg, seed=seed, dtype="float64"),
+               lambda m, labels=labels: m(ids, **enc, **labels).loss)
+
+
+def check_models(seed: int = 0, **kwargs):
+    """Gradcheck every model class; returns a list of (name, shapes, report)."""
+    return [(name, f"{model.num_parameters()} params", gradcheck_model(model, fn, seed=seed,
+                                                                      **kwargs))
+            for name, model, fn in model_cases(seed)]
