@@ -1,13 +1,18 @@
 """The ``scratchlm`` command (also ``python -m scratchlm``).
 
 Subcommands:
+    train       train a GPT on the built-in corpus (or your own text)
+    generate    sample text from a trained model
     gradcheck   check every functional op and model backward against finite differences
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 
 
 def _cmd_gradcheck(args) -> int:
@@ -34,11 +39,222 @@ def _cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
+# --- train -------------------------------------------------------------------
+
+TRAIN_DEFAULTS = dict(tokenizer="char", vocab_size=1024, n_layer=4, n_head=4, n_embd=128,
+                      block_size=128, batch_size=16, max_steps=1000, lr=2e-3, warmup_steps=50,
+                      min_lr_ratio=0.1, weight_decay=0.1, grad_accum=1, dropout=0.0,
+                      eval_interval=100, eval_batches=8, seed=0, dtype="float32",
+                      text=None, sample_tokens=300)
+
+
+def _load_tokenizer(directory):
+    from scratchlm.tokenizers import ByteLevelBPETokenizer, CharTokenizer  # noqa: PLC0415
+
+    config_path = os.path.join(directory, "tokenizer_config.json")
+    kind = None
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            kind = json.load(f).get("tokenizer_class")
+    if kind == "CharTokenizer":
+        return CharTokenizer.from_pretrained(directory)
+    if os.path.exists(os.path.join(directory, "merges.txt")):
+        return ByteLevelBPETokenizer.from_pretrained(directory)
+    raise ValueError(f"no tokenizer in {directory} (expected tokenizer_config.json of a "
+                     "CharTokenizer, or vocab.json + merges.txt)")
+
+
+def _read_text(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--text: no such file: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--text: {path} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
+    if not text.strip():
+        raise ValueError(f"--text: {path} is empty")
+    return text
+
+
+def _cmd_train(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm.data import CausalLMBatches, builtin_corpus, train_val_split  # noqa: PLC0415
+    from scratchlm.generate import generate  # noqa: PLC0415
+    from scratchlm.models import GPT, GPTConfig  # noqa: PLC0415
+    from scratchlm.tokenizers import ByteLevelBPETokenizer, CharTokenizer  # noqa: PLC0415
+    from scratchlm.train import Trainer, TrainingArguments, plot_losses  # noqa: PLC0415
+
+    out = args.out
+    run_path = os.path.join(out, "run_args.json")
+    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
+    if args.resume:
+        if not os.path.exists(run_path):
+            raise FileNotFoundError(f"--resume: no run to resume in {out} ({run_path} is missing)")
+        with open(run_path) as f:
+            saved = json.load(f)
+        # A resumed run keeps its settings; only a longer --max-steps may change.
+        given = {**saved, "max_steps": max(saved["max_steps"], args.max_steps or 0)}
+    cfg = {k: (TRAIN_DEFAULTS[k] if v is None else v) for k, v in given.items()}
+    if args.model != "gpt":
+        raise ValueError("--model: only 'gpt' is available for now")
+    if args.backend:
+        backend.set_backend(args.backend)
+    if cfg["n_embd"] % cfg["n_head"]:
+        raise ValueError(f"--n-embd {cfg['n_embd']} must be divisible by --n-head {cfg['n_head']}")
+
+    text = _read_text(cfg["text"]) if cfg["text"] else builtin_corpus()
+    train_text, val_text = train_val_split(text, 0.1)
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.resume:
+        tok = _load_tokenizer(out)
+    elif cfg["tokenizer"] == "char":
+        tok = CharTokenizer.train(text)
+    else:
+        tok = ByteLevelBPETokenizer.train(train_text, cfg["vocab_size"],
+                                          special_tokens=["<|endoftext|>"])
+    tok_time = time.perf_counter() - t0
+    train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
+    val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
+    if len(val_ids) <= cfg["block_size"]:
+        raise ValueError(f"--block-size {cfg['block_size']}: the validation text has only "
+                         f"{len(val_ids)} tokens; use a smaller block size or more text")
+
+    config = GPTConfig(vocab_size=tok.vocab_size, n_positions=cfg["block_size"],
+                       n_embd=cfg["n_embd"], n_layer=cfg["n_layer"], n_head=cfg["n_head"],
+                       resid_pdrop=cfg["dropout"], embd_pdrop=cfg["dropout"],
+                       attn_pdrop=cfg["dropout"],
+                       bos_token_id=tok.eos_token_id or 0, eos_token_id=tok.eos_token_id or 0)
+    model = GPT(config, seed=cfg["seed"], dtype=cfg["dtype"])
+    train_batches = CausalLMBatches(train_ids, cfg["block_size"], cfg["batch_size"],
+                                    seed=cfg["seed"])
+    eval_batches = CausalLMBatches(val_ids, cfg["block_size"], cfg["batch_size"]).fixed_batches(
+        cfg["eval_batches"])
+    targs = TrainingArguments(
+        out_dir=out, max_steps=cfg["max_steps"], grad_accum_steps=cfg["grad_accum"],
+        learning_rate=cfg["lr"], warmup_steps=cfg["warmup_steps"],
+        min_lr_ratio=cfg["min_lr_ratio"], weight_decay=cfg["weight_decay"],
+        eval_interval=cfg["eval_interval"], eval_batches=cfg["eval_batches"],
+        seed=cfg["seed"], progress=not args.no_progress)
+    if not args.resume:
+        tok.save_pretrained(out)
+        with open(run_path, "w") as f:
+            json.dump(cfg, f, indent=2)
+        metrics = os.path.join(out, "metrics.jsonl")
+        if os.path.exists(metrics):
+            os.remove(metrics)
+    trainer = Trainer(model, targs, train_batches, eval_batches)
+    print(f"scratchlm train: GPT {model.num_parameters():,} parameters "
+          f"({config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+          f"context {config.n_positions}), {cfg['tokenizer']} tokenizer V={tok.vocab_size} "
+          f"(built in {tok_time:.1f} s), {len(train_ids):,} train / {len(val_ids):,} val tokens, "
+          f"backend {backend.get_backend()}, {cfg['dtype']}")
+    t0 = time.perf_counter()
+    final = trainer.train(resume=args.resume)
+    wall = time.perf_counter() - t0
+    model.save_pretrained(out)
+    plotted = plot_losses(os.path.join(out, "metrics.jsonl"), os.path.join(out, "loss.png"))
+    print(f"done in {wall:.0f} s: step {trainer.step}, val loss {final.get('val_loss', float('nan')):.4f}"
+          f" (perplexity {final.get('val_ppl', float('nan')):.2f}); model, tokenizer and "
+          f"metrics in {out}/" + (" (loss curve: loss.png)" if plotted else ""))
+    if cfg["sample_tokens"]:
+        prompt = val_text[:40]
+        ids = np.asarray([tok.encode(prompt)], dtype=np.int64)
+        room = config.n_positions - ids.shape[1]
+        sample = generate(model, ids, max_new_tokens=min(cfg["sample_tokens"], room),
+                          do_sample=True, temperature=0.8, top_k=40, seed=cfg["seed"])
+        print("\n--- sample ---\n" + tok.decode(backend.to_numpy(sample)[0].tolist()))
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm.generate import generate  # noqa: PLC0415
+    from scratchlm.models import GPT  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)
+    if not os.path.isdir(args.checkpoint):
+        raise FileNotFoundError(f"--checkpoint: no such directory: {args.checkpoint}")
+    model = GPT.from_pretrained(args.checkpoint, dtype=args.dtype)
+    tok = _load_tokenizer(args.checkpoint)
+    ids = tok.encode(args.prompt)
+    if not ids:
+        raise ValueError("--prompt: the prompt encodes to no tokens")
+    room = model.config.n_positions - len(ids)
+    if room <= 0:
+        raise ValueError(f"--prompt: {len(ids)} tokens fill the model's context "
+                         f"({model.config.n_positions})")
+    out = generate(model, np.asarray([ids], dtype=np.int64),
+                   max_new_tokens=min(args.max_new_tokens, room),
+                   do_sample=args.temperature > 0, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(tok.decode(backend.to_numpy(out)[0].tolist()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scratchlm",
         description="Transformer language models from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train", help="train a GPT on the built-in corpus or your own text",
+        description="Train a small GPT. With no arguments: the built-in corpus (CPython's "
+                    "reference text), a character tokenizer, 4 layers x 128 wide, 1000 steps; "
+                    "writes the model (Hugging Face format), tokenizer, metrics and loss plot "
+                    "to out/ and prints a sample.")
+    p.add_argument("--model", choices=["gpt"], default="gpt", help="model family")
+    p.add_argument("--text", help="train on this UTF-8 text file instead of the built-in corpus")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], help="char or byte-level BPE "
+                   f"(default {TRAIN_DEFAULTS['tokenizer']})")
+    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size "
+                   f"(default {TRAIN_DEFAULTS['vocab_size']})")
+    for flag, key, kind, what in [
+            ("--n-layer", "n_layer", int, "transformer blocks"),
+            ("--n-head", "n_head", int, "attention heads"),
+            ("--n-embd", "n_embd", int, "model width"),
+            ("--block-size", "block_size", int, "context length in tokens"),
+            ("--batch-size", "batch_size", int, "sequences per micro-batch"),
+            ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step"),
+            ("--max-steps", "max_steps", int, "optimizer steps"),
+            ("--lr", "lr", float, "peak learning rate (AdamW)"),
+            ("--warmup-steps", "warmup_steps", int, "linear warmup steps"),
+            ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
+            ("--dropout", "dropout", float, "dropout probability"),
+            ("--eval-interval", "eval_interval", int, "steps between evaluations/checkpoints"),
+            ("--seed", "seed", int, "random seed (weights, batches, dropout)"),
+            ("--sample-tokens", "sample_tokens", int, "tokens to sample at the end (0: none)")]:
+        p.add_argument(flag, dest=key, type=kind, help=f"{what} (default {TRAIN_DEFAULTS[key]})")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="parameter dtype "
+                   "(default float32)")
+    p.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default: "
+                   "$SCRATCHLM_BACKEND or numpy)")
+    p.add_argument("--out", default="out", help="output directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("generate", help="sample text from a trained model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default="out", help="directory written by scratchlm train")
+    p.add_argument("--prompt", default="\n", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default=None, help="load the weights as this dtype")
+    p.add_argument("--backend", choices=["numpy", "cupy"])
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("gradcheck", help="check every backward against finite differences",
                        description="Check every functional op's and every model's backward "
@@ -63,7 +279,10 @@ def main(argv=None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        print(f"scratchlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"scratchlm {args.command}: error: {exc}", file=sys.stderr)
         return 1
 
