@@ -16,7 +16,17 @@ Linear weights are stored ``(C_in, C_out)``: ``y = x @ W + b``.
 """
 
 from scratchlm.backend import get_array_module, get_backend, set_backend, to_numpy
+from scratchlm.models import (
+    GPT, BertConfig, BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining,
+    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+    BertModel, GPTConfig,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["get_array_module", "get_backend", "set_backend", "to_numpy", "__version__"]
+__all__ = [
+    "BertConfig", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
+    "BertForQuestionAnswering", "BertForSequenceClassification", "BertForTokenClassification",
+    "BertModel", "GPT", "GPTConfig",
+    "get_array_module", "get_backend", "set_backend", "to_numpy", "__version__",
+]

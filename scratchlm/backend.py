@@ -116,6 +116,8 @@ def to_numpy(a):
     """Bring an array (or a nested tuple/list/dict of arrays) back to NumPy."""
     if isinstance(a, dict):
         return {k: to_numpy(v) for k, v in a.items()}
+    if isinstance(a, tuple) and hasattr(a, "_fields"):  # a NamedTuple (an op's cache)
+        return type(a)(*(to_numpy(v) for v in a))
     if isinstance(a, (list, tuple)):
         return type(a)(to_numpy(v) for v in a)
     if is_cupy_array(a):

@@ -46,6 +46,8 @@ TRAIN_DEFAULTS = dict(tokenizer="char", vocab_size=1024, n_layer=4, n_head=4, n_
                       min_lr_ratio=0.1, weight_decay=0.1, grad_accum=1, dropout=0.0,
                       eval_interval=100, eval_batches=8, seed=0, dtype="float32",
                       text=None, sample_tokens=300)
+# BERT pre-training: a WordPiece vocabulary and a higher MLM-friendly learning rate.
+BERT_DEFAULTS = dict(vocab_size=4096, block_size=128, lr=1e-3, max_steps=600)
 
 
 def _load_tokenizer(directory):
@@ -78,19 +80,109 @@ def _read_text(path):
     return text
 
 
+def _gpt_setup(cfg, text, out, resume):
+    """Tokenizer, token files, batches and model for causal-LM training of a GPT."""
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm.data import (  # noqa: PLC0415
+        CausalLMBatches, read_token_file, train_val_split, write_token_file)
+    from scratchlm.models import GPT, GPTConfig  # noqa: PLC0415
+    from scratchlm.tokenizers import ByteLevelBPETokenizer, CharTokenizer  # noqa: PLC0415
+
+    train_text, val_text = train_val_split(text, 0.1)
+    if resume:
+        tok = _load_tokenizer(out)
+    elif cfg["tokenizer"] == "char":
+        tok = CharTokenizer.train(text)
+    else:
+        tok = ByteLevelBPETokenizer.train(train_text, cfg["vocab_size"],
+                                          special_tokens=["<|endoftext|>"])
+    # Token files on disk, read back as memory maps: corpora larger than memory train.
+    paths = {}
+    for split, part in (("train", train_text), ("val", val_text)):
+        paths[split] = os.path.join(out, f"{split}.bin")
+        if not (resume and os.path.exists(paths[split])):
+            write_token_file(paths[split], np.asarray(tok.encode(part), dtype=np.int64),
+                             tok.vocab_size)
+    train_ids, val_ids = read_token_file(paths["train"]), read_token_file(paths["val"])
+    if len(val_ids) <= cfg["block_size"]:
+        raise ValueError(f"--block-size {cfg['block_size']}: the validation text has only "
+                         f"{len(val_ids)} tokens; use a smaller block size or more text")
+    eos = tok.eos_token_id if tok.eos_token_id is not None else 0
+    config = GPTConfig(vocab_size=tok.vocab_size, n_positions=cfg["block_size"],
+                       n_embd=cfg["n_embd"], n_layer=cfg["n_layer"], n_head=cfg["n_head"],
+                       resid_pdrop=cfg["dropout"], embd_pdrop=cfg["dropout"],
+                       attn_pdrop=cfg["dropout"], bos_token_id=eos, eos_token_id=eos)
+    model = GPT(config, seed=cfg["seed"], dtype=cfg["dtype"])
+    train_batches = CausalLMBatches(train_ids, cfg["block_size"], cfg["batch_size"],
+                                    seed=cfg["seed"])
+    eval_batches = CausalLMBatches(val_ids, cfg["block_size"], cfg["batch_size"]).fixed_batches(
+        cfg["eval_batches"])
+    shape = (f"{config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+             f"context {config.n_positions}")
+    sizes = f"{len(train_ids):,} train / {len(val_ids):,} val tokens"
+    return tok, model, train_batches, eval_batches, None, shape, sizes, val_text
+
+
+def _bert_setup(cfg, text, out, resume):
+    """WordPiece tokenizer, MLM + NSP batches and model for BERT pre-training."""
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm import to_numpy  # noqa: PLC0415
+    from scratchlm.data import BertPretrainingBatches  # noqa: PLC0415
+    from scratchlm.models import BertConfig, BertForPreTraining  # noqa: PLC0415
+    from scratchlm.tokenizers import WordPieceTokenizer  # noqa: PLC0415
+
+    docs = [d for d in text.split("\n\n") if d.strip()]
+    n_val = max(2, len(docs) // 10)
+    if len(docs) < n_val + 2:
+        raise ValueError("--model bert needs a text with several documents separated by "
+                         "blank lines (next-sentence pairs come from different documents)")
+    train_docs, val_docs = docs[:-n_val], docs[-n_val:]
+    tok = _load_tokenizer(out) if resume else WordPieceTokenizer.train(
+        "\n".join(train_docs), cfg["vocab_size"])
+    encode = lambda ds: [tok.encode(d, add_special_tokens=False) for d in ds]  # noqa: E731
+    train_ids, val_ids = encode(train_docs), encode(val_docs)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=cfg["n_embd"],
+                        num_hidden_layers=cfg["n_layer"], num_attention_heads=cfg["n_head"],
+                        intermediate_size=4 * cfg["n_embd"],
+                        max_position_embeddings=cfg["block_size"],
+                        hidden_dropout_prob=cfg["dropout"],
+                        attention_probs_dropout_prob=cfg["dropout"],
+                        pad_token_id=tok.pad_token_id)
+    model = BertForPreTraining(config, seed=cfg["seed"], dtype=cfg["dtype"])
+    train_batches = BertPretrainingBatches(train_ids, tok, cfg["block_size"], cfg["batch_size"],
+                                           seed=cfg["seed"])
+    eval_batches = BertPretrainingBatches(val_ids, tok, cfg["block_size"],
+                                          cfg["batch_size"]).fixed_batches(cfg["eval_batches"])
+
+    def metrics(batch, output):
+        labels = batch["labels"]
+        counted = labels != -100
+        pred = to_numpy(output.prediction_logits).argmax(-1)
+        nsp = to_numpy(output.seq_relationship_logits).argmax(-1)
+        return {"mlm_accuracy": float((pred == labels)[counted].mean()),
+                "nsp_accuracy": float((nsp == batch["next_sentence_label"]).mean())}
+
+    shape = (f"BERT {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
+             f"width {config.hidden_size}, max length {config.max_position_embeddings}")
+    sizes = (f"{sum(map(len, train_ids)):,} train / {sum(map(len, val_ids)):,} val tokens "
+             f"in {len(train_ids)} / {len(val_ids)} documents")
+    return tok, model, train_batches, eval_batches, metrics, shape, sizes, None
+
+
 def _cmd_train(args) -> int:
     import numpy as np  # noqa: PLC0415
 
     from scratchlm import backend  # noqa: PLC0415
-    from scratchlm.data import CausalLMBatches, builtin_corpus, train_val_split  # noqa: PLC0415
+    from scratchlm.data import builtin_corpus  # noqa: PLC0415
     from scratchlm.generate import generate  # noqa: PLC0415
-    from scratchlm.models import GPT, GPTConfig  # noqa: PLC0415
-    from scratchlm.tokenizers import ByteLevelBPETokenizer, CharTokenizer  # noqa: PLC0415
     from scratchlm.train import Trainer, TrainingArguments, plot_losses  # noqa: PLC0415
 
     out = args.out
     run_path = os.path.join(out, "run_args.json")
-    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
+    given = {k: getattr(args, k, None) for k in TRAIN_DEFAULTS}
+    given["model"] = args.model
     if args.resume:
         if not os.path.exists(run_path):
             raise FileNotFoundError(f"--resume: no run to resume in {out} ({run_path} is missing)")
@@ -98,42 +190,26 @@ def _cmd_train(args) -> int:
             saved = json.load(f)
         # A resumed run keeps its settings; only a longer --max-steps may change.
         given = {**saved, "max_steps": max(saved["max_steps"], args.max_steps or 0)}
-    cfg = {k: (TRAIN_DEFAULTS[k] if v is None else v) for k, v in given.items()}
-    if args.model != "gpt":
-        raise ValueError("--model: only 'gpt' is available for now")
+    defaults = {**TRAIN_DEFAULTS, **(BERT_DEFAULTS if given["model"] == "bert" else {})}
+    cfg = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
     if args.backend:
         backend.set_backend(args.backend)
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps",
+                "eval_interval", "grad_accum"):
+        if cfg[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1; got {cfg[key]}")
     if cfg["n_embd"] % cfg["n_head"]:
         raise ValueError(f"--n-embd {cfg['n_embd']} must be divisible by --n-head {cfg['n_head']}")
+    if not 0 <= cfg["dropout"] < 1:
+        raise ValueError(f"--dropout must be in [0, 1); got {cfg['dropout']}")
 
     text = _read_text(cfg["text"]) if cfg["text"] else builtin_corpus()
-    train_text, val_text = train_val_split(text, 0.1)
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
-    if args.resume:
-        tok = _load_tokenizer(out)
-    elif cfg["tokenizer"] == "char":
-        tok = CharTokenizer.train(text)
-    else:
-        tok = ByteLevelBPETokenizer.train(train_text, cfg["vocab_size"],
-                                          special_tokens=["<|endoftext|>"])
-    tok_time = time.perf_counter() - t0
-    train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
-    val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
-    if len(val_ids) <= cfg["block_size"]:
-        raise ValueError(f"--block-size {cfg['block_size']}: the validation text has only "
-                         f"{len(val_ids)} tokens; use a smaller block size or more text")
-
-    config = GPTConfig(vocab_size=tok.vocab_size, n_positions=cfg["block_size"],
-                       n_embd=cfg["n_embd"], n_layer=cfg["n_layer"], n_head=cfg["n_head"],
-                       resid_pdrop=cfg["dropout"], embd_pdrop=cfg["dropout"],
-                       attn_pdrop=cfg["dropout"],
-                       bos_token_id=tok.eos_token_id or 0, eos_token_id=tok.eos_token_id or 0)
-    model = GPT(config, seed=cfg["seed"], dtype=cfg["dtype"])
-    train_batches = CausalLMBatches(train_ids, cfg["block_size"], cfg["batch_size"],
-                                    seed=cfg["seed"])
-    eval_batches = CausalLMBatches(val_ids, cfg["block_size"], cfg["batch_size"]).fixed_batches(
-        cfg["eval_batches"])
+    setup = _bert_setup if cfg["model"] == "bert" else _gpt_setup
+    tok, model, train_batches, eval_batches, metrics_fn, shape, sizes, val_text = setup(
+        cfg, text, out, args.resume)
+    prep_time = time.perf_counter() - t0
     targs = TrainingArguments(
         out_dir=out, max_steps=cfg["max_steps"], grad_accum_steps=cfg["grad_accum"],
         learning_rate=cfg["lr"], warmup_steps=cfg["warmup_steps"],
@@ -147,24 +223,22 @@ def _cmd_train(args) -> int:
         metrics = os.path.join(out, "metrics.jsonl")
         if os.path.exists(metrics):
             os.remove(metrics)
-    trainer = Trainer(model, targs, train_batches, eval_batches)
-    print(f"scratchlm train: GPT {model.num_parameters():,} parameters "
-          f"({config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
-          f"context {config.n_positions}), {cfg['tokenizer']} tokenizer V={tok.vocab_size} "
-          f"(built in {tok_time:.1f} s), {len(train_ids):,} train / {len(val_ids):,} val tokens, "
-          f"backend {backend.get_backend()}, {cfg['dtype']}")
+    trainer = Trainer(model, targs, train_batches, eval_batches, metrics_fn=metrics_fn)
+    print(f"scratchlm train: {type(model).__name__} {model.num_parameters():,} parameters "
+          f"({shape}), {type(tok).__name__} V={tok.vocab_size}, {sizes} (prepared in "
+          f"{prep_time:.1f} s), backend {backend.get_backend()}, {cfg['dtype']}", flush=True)
     t0 = time.perf_counter()
     final = trainer.train(resume=args.resume)
     wall = time.perf_counter() - t0
     model.save_pretrained(out)
     plotted = plot_losses(os.path.join(out, "metrics.jsonl"), os.path.join(out, "loss.png"))
-    print(f"done in {wall:.0f} s: step {trainer.step}, val loss {final.get('val_loss', float('nan')):.4f}"
-          f" (perplexity {final.get('val_ppl', float('nan')):.2f}); model, tokenizer and "
-          f"metrics in {out}/" + (" (loss curve: loss.png)" if plotted else ""))
-    if cfg["sample_tokens"]:
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("val_"))
+    print(f"done in {wall:.0f} s: step {trainer.step}, {shown}; model (Hugging Face format), "
+          f"tokenizer and metrics in {out}/" + (", loss curve in loss.png" if plotted else ""))
+    if cfg["sample_tokens"] and val_text is not None:
         prompt = val_text[:40]
         ids = np.asarray([tok.encode(prompt)], dtype=np.int64)
-        room = config.n_positions - ids.shape[1]
+        room = model.config.n_positions - ids.shape[1]
         sample = generate(model, ids, max_new_tokens=min(cfg["sample_tokens"], room),
                           do_sample=True, temperature=0.8, top_k=40, seed=cfg["seed"])
         print("\n--- sample ---\n" + tok.decode(backend.to_numpy(sample)[0].tolist()))
@@ -211,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "reference text), a character tokenizer, 4 layers x 128 wide, 1000 steps; "
                     "writes the model (Hugging Face format), tokenizer, metrics and loss plot "
                     "to out/ and prints a sample.")
-    p.add_argument("--model", choices=["gpt"], default="gpt", help="model family")
+    p.add_argument("--model", choices=["gpt", "bert"], default="gpt",
+                   help="gpt: causal LM; bert: BertForPreTraining with masked LM + "
+                        "next-sentence prediction and a WordPiece tokenizer")
     p.add_argument("--text", help="train on this UTF-8 text file instead of the built-in corpus")
     p.add_argument("--tokenizer", choices=["char", "bpe"], help="char or byte-level BPE "
                    f"(default {TRAIN_DEFAULTS['tokenizer']})")

@@ -306,7 +306,9 @@ def model_cases(seed: int = 0):
 
     rng = np.random.default_rng(seed)
     B, T, V = 2, 6, 23
-    ids = rng.integers(0, V, (B, T))
+    # Id 0 is BERT's [PAD]: as in PyTorch, its embedding row gets no gradient,
+    # which finite differences would not see. Real tokens only, then.
+    ids = rng.integers(1, V, (B, T))
 
     gpt_cfg = M.GPTConfig(vocab_size=V, n_positions=8, n_embd=8, n_layer=2, n_head=2,
                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,

@@ -90,7 +90,7 @@ class Trainer:
     """Train a model with a loss (GPT with labels, BERT pre-training, task heads)."""
 
     def __init__(self, model, args: TrainingArguments, train_batches, eval_batches=None,
-                 optimizer=None, on_save=None):
+                 optimizer=None, on_save=None, metrics_fn=None):
         """
         Args:
             model: a scratchlm model whose forward returns ``.loss`` given a batch dict.
@@ -100,6 +100,8 @@ class Trainer:
             optimizer: default AdamW over two groups, no decay on biases and LayerNorm.
             on_save: optional ``callback(directory)``, called after each checkpoint
                 (e.g. to write the tokenizer beside it).
+            metrics_fn: optional ``metrics_fn(batch, output) -> dict`` of numbers,
+                averaged over the evaluation batches (accuracy, say).
         """
         self.model, self.args = model, args
         self.train_batches, self.eval_batches = train_batches, eval_batches
@@ -107,6 +109,7 @@ class Trainer:
             param_groups_for_decay(model, args.weight_decay), lr=args.learning_rate,
             betas=tuple(args.betas))
         self.on_save = on_save
+        self.metrics_fn = metrics_fn
         self.step = 0
         self.history: list[dict] = []
         os.makedirs(args.out_dir, exist_ok=True)
@@ -145,14 +148,21 @@ class Trainer:
                 "tokens": tokens}
 
     def evaluate(self):
-        """Mean loss over the fixed evaluation batches, and its perplexity."""
+        """Mean loss over the fixed evaluation batches, its perplexity, and metrics_fn's values."""
         if not self.eval_batches:
             return {}
         self.model.eval()
-        losses = [float(self.model(**b).loss) for b in self.eval_batches]
+        losses, extra = [], {}
+        for batch in self.eval_batches:
+            out = self.model(**batch)
+            losses.append(float(out.loss))
+            if self.metrics_fn is not None:
+                for k, v in self.metrics_fn(batch, out).items():
+                    extra.setdefault(k, []).append(float(v))
         val_loss = float(np.mean(losses))
         return {"step": self.step, "val_loss": val_loss,
-                "val_ppl": float(math.exp(min(val_loss, 700.0)))}
+                "val_ppl": float(math.exp(min(val_loss, 700.0))),
+                **{f"val_{k}": float(np.mean(v)) for k, v in extra.items()}}
 
     # --- the loop ----------------------------------------------------------
     def train(self, resume: bool = False):

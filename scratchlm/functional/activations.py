@@ -38,8 +38,9 @@ def gelu_forward(x, approximate="none"):
         raise ValueError(f"{op}: approximate must be 'none' or 'tanh'; got {approximate!r}")
     xp = get_array_module(x)
     if approximate == "tanh":
-        u = x * x                                       # (1) x^2; x*x*x, never x**3 (slow on float32)
-        u *= x                                          #     x^3
+        u = x.copy()                                    # (1) x^3 as x*x*x, never x**3 (slow on
+        u *= x                                          #     float32); a copy, not x * x, keeps
+        u *= x                                          #     a 0-d x an array for out= below
         u *= GELU_CUBIC
         u += x
         u *= SQRT_2_OVER_PI                             #     u = sqrt(2/pi) (x + 0.044715 x^3)
@@ -78,7 +79,8 @@ def gelu_backward(dout, cache):
         dydx *= 0.5
     else:
         Phi = s
-        dydx = x * x                                    # back through (3): x phi(x) ...
+        dydx = x.copy()                                 # back through (3): x phi(x) ...
+        dydx *= x                                       #     (a copy keeps a 0-d x an array)
         dydx *= -0.5
         dydx = xp.exp(dydx, out=dydx)
         dydx *= INV_SQRT_2PI

@@ -28,7 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from scratchlm.backend import get_array_module
-from scratchlm.functional._checks import check_float, check_probability, check_same_dtype
+from scratchlm.functional._checks import (
+    check_float, check_probability, check_same_dtype, check_shape,
+)
 from scratchlm.functional.dropout import dropout_backward, dropout_forward
 
 Array = Any
@@ -39,6 +41,9 @@ def split_heads(x, n_head):
 
     The backward of split_heads is merge_heads, and vice versa.
     """
+    check_float("split_heads", "x", x, ndim=3)
+    if isinstance(n_head, bool) or not isinstance(n_head, int) or n_head < 1:
+        raise ValueError(f"split_heads: n_head must be a positive int; got {n_head!r}")
     B, T, C = x.shape
     if C % n_head:
         raise ValueError(f"split_heads: width C={C} must be divisible by n_head={n_head}")
@@ -47,6 +52,7 @@ def split_heads(x, n_head):
 
 def merge_heads(x):
     """(B, H, T, D) -> (B, T, C), C = H * D (one copy, to make rows contiguous)."""
+    check_float("merge_heads", "x", x, ndim=4)
     B, H, T, D = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
@@ -77,11 +83,13 @@ def _prepare_mask(op, mask, B, H, Tq, Tk, xp):
             raise ValueError(f"{op}: a 2-D mask is a key-padding mask of shape (B, Tk) = "
                              f"({B}, {Tk}); got {tuple(mask.shape)}")
         mask = mask[:, None, None, :]                   # (B, 1, 1, Tk)
-    try:
-        np.broadcast_shapes(tuple(mask.shape), (B, H, Tq, Tk))
+    try:                                                # to exactly (B, H, Tq, Tk): no extra axes
+        fits = np.broadcast_shapes(tuple(mask.shape), (B, H, Tq, Tk)) == (B, H, Tq, Tk)
     except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to "
-                         f"(B, H, Tq, Tk) = ({B}, {H}, {Tq}, {Tk})") from None
+                         f"(B, H, Tq, Tk) = ({B}, {H}, {Tq}, {Tk})")
     if mask.dtype.kind == "b":
         return mask, None
     if mask.dtype.kind in "iu":
@@ -131,8 +139,14 @@ def attention_forward(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
     scores *= scale
     if additive is not None:
         scores += additive                              # (2a) additive mask
-    if keep is not None:
-        xp.copyto(scores, xp.finfo(scores.dtype).min, where=~keep)  # (2b)
+    seen = None                                         # rows that see some key
+    if mask is not None and keep is not None:           # a row with no kept key, or whose
+        seen = keep if additive is None else keep & ~xp.isneginf(scores)  # kept keys are
+        seen = seen.any(axis=-1, keepdims=True)         # all -inf, gives zeros (below)
+    if keep is not None:                                # (2b) masked -> most negative value,
+        xp.copyto(scores, xp.finfo(scores.dtype).min, where=~keep)  # as in transformers:
+        # a row whose kept keys all carry the most negative value from an additive
+        # mask (a left-padded query) is then uniform over all its keys, as there.
     att = scores                                        # (3) softmax, in scores' buffer
     row_max = att.max(axis=-1, keepdims=True)
     if additive is not None:                            # a row of -inf has max -inf:
@@ -143,8 +157,8 @@ def attention_forward(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
     if additive is not None:
         row_sum[row_sum == 0] = 1.0                     # all-(-inf) row -> zeros, not 0/0
     att /= row_sum
-    if mask is not None and keep is not None:           # a row with no key left: uniform
-        att *= keep.any(axis=-1, keepdims=True)         # over masked keys; make it 0
+    if seen is not None:                                # a row that sees no key: uniform
+        att *= seen                                     # over masked keys; make it 0
     att_d, drop_cache = dropout_forward(att, dropout_p, rng)  # (4)
     out = att_d @ v                                     # (5) (B, H, Tq, D)
     return out, AttentionCache(q, k, v, att, att_d, drop_cache, scale)
@@ -189,7 +203,12 @@ class KVCache:
 
     def append(self, k, v):
         """Add (B, H, T_new, D) keys and values; return (B, H, T_all, D) views."""
-        T_new, T_max = k.shape[2], self.k.shape[2]
+        op = "KVCache.append"
+        B, H, T_max, D = self.k.shape
+        T_new = check_float(op, "k", k, ndim=4).shape[2]
+        check_shape(op, "k", k, (B, H, T_new, D), f" to match the cache ({B}, {H}, T, {D})")
+        check_shape(op, "v", check_float(op, "v", v, ndim=4), k.shape, " to match k")
+        check_same_dtype(op, cache=self.k, k=k, v=v)
         if self.length + T_new > T_max:
             raise ValueError(f"KVCache.append: {self.length} cached + {T_new} new positions "
                              f"exceed the cache length T_max={T_max}")

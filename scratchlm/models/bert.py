@@ -29,6 +29,7 @@ from scratchlm import functional as F
 from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
 from scratchlm.models.configs import BertConfig
 from scratchlm.models.outputs import ModelOutput
+from scratchlm.models.pretrained import PretrainedMixin
 from scratchlm.nn import (
     Activation, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter,
     TransformerBlock,
@@ -121,7 +122,7 @@ class BertPooler(Module):
         return dx
 
 
-class BertModel(Module):
+class BertModel(PretrainedMixin, Module):
     """The BERT encoder: last hidden states, and the pooled [CLS] vector."""
 
     config_class = BertConfig
@@ -189,7 +190,7 @@ class BertModel(Module):
         self.embeddings.backward(dx)                    # back through (1)
 
 
-class _BertWithHead(Module):
+class _BertWithHead(PretrainedMixin, Module):
     """Common set-up of the task models: ``self.bert`` plus heads built by the subclass."""
 
     config_class = BertConfig

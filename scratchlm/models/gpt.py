@@ -23,10 +23,11 @@ from scratchlm import functional as F
 from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
 from scratchlm.models.configs import GPTConfig
 from scratchlm.models.outputs import ModelOutput
+from scratchlm.models.pretrained import PretrainedMixin
 from scratchlm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, TransformerBlock
 
 
-class GPT(Module):
+class GPT(PretrainedMixin, Module):
     """GPT-2 language model (GPT2LMHeadModel in transformers)."""
 
     config_class = GPTConfig

@@ -59,11 +59,16 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A table ``weight`` of shape (V, C); row ``ids[p]`` for each position p."""
+    """A table ``weight`` of shape (V, C); row ``ids[p]`` for each position p.
+
+    ``padding_idx``, as in torch.nn.Embedding: that row starts at zero and
+    receives no gradient from the lookup (the padding token is not learned).
+    """
 
     def __init__(self, num_embeddings, embedding_dim, *, std=0.02, rng=None,
                  dtype="float32", padding_idx=None):
         super().__init__()
+        self.padding_idx = padding_idx
         W = _normal(rng, std, (num_embeddings, embedding_dim))
         if padding_idx is not None:
             W[padding_idx] = 0.0                        # as transformers initialises it
@@ -75,7 +80,10 @@ class Embedding(Module):
         return out
 
     def backward(self, dout):
-        self.weight.accumulate(F.embedding_backward(dout, self._pop_cache()))
+        dW = F.embedding_backward(dout, self._pop_cache())
+        if self.padding_idx is not None:
+            dW[self.padding_idx] = 0                    # as torch: no gradient for this row
+        self.weight.accumulate(dW)
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
