@@ -74,12 +74,12 @@ class BertPretrainingBatches:
         rng, budget = self.rng, self.max_length - 3        # [CLS] A [SEP] B [SEP]
         d = int(rng.integers(len(self.docs)))
         doc = self.docs[d]
-        len_a = int(rng.integers(1, max(2, budget // 2) + 1))
-        start = int(rng.integers(0, max(1, len(doc) - 1)))
+        len_a = min(int(rng.integers(1, max(2, budget // 2) + 1)), len(doc) - 1)
+        start = int(rng.integers(0, len(doc) - len_a))  # leaves >= 1 token after A
         a = doc[start:start + len_a]
         is_random = rng.random() < 0.5
         len_b = budget - len(a)
-        if is_random or start + len(a) >= len(doc):
+        if is_random:
             other = int(rng.integers(len(self.docs) - 1))
             other += other >= d                             # any document but this one
             odoc = self.docs[other]
