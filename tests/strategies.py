@@ -1,0 +1,247 @@
+"""Hypothesis strategies for the tests: dimensions first, then arrays.
+
+Every case draws its sizes first (B, T, H, D, V, ... each a side in 1..6, with
+a cap on the number of elements so that an element-wise finite-difference
+check stays fast), then float64 arrays of exactly those shapes, so that
+related arrays agree (x (B, T, C) with gamma (C,)). Values are bounded, finite
+and never subnormal. Where a test needs random numbers beyond the drawn
+arrays (an upstream gradient, a dropout mask) it draws a seed, so hypothesis
+can replay and shrink the whole case.
+
+The module ends with the gradient assertion that every backward test uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numpy.testing import assert_allclose
+
+from scratchlm.gradcheck import numerical_grad
+
+MAX_SIDE = 6          # every drawn side is in 1..MAX_SIDE
+BUDGET = 96           # most elements in one drawn array (the finite-difference cost)
+RTOL, ATOL = 1e-6, 1e-8   # backward vs central differences, float64
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def floats(bound=3.0):
+    """Finite float64 values in [-bound, bound], no NaN, no inf, no subnormals."""
+    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False,
+                     allow_subnormal=False)
+
+
+def arrays(shape, bound=3.0):
+    """A float64 array of the given shape with elements from ``floats(bound)``."""
+    return hnp.arrays(np.float64, tuple(shape), elements=floats(bound))
+
+
+@st.composite
+def sides(draw, n, budget=BUDGET, min_side=1):
+    """``n`` sides, each in [min_side, MAX_SIDE], whose product is at most ``budget``."""
+    out, room = [], budget
+    for i in range(n):
+        rest = min_side ** (n - i - 1)                  # what the later sides need at least
+        hi = max(min_side, min(MAX_SIDE, room // rest))
+        side = draw(st.integers(min_side, hi))
+        out.append(side)
+        room = max(1, room // side)
+    return tuple(out)
+
+
+@st.composite
+def shapes(draw, min_dims=0, max_dims=3, budget=BUDGET):
+    """A shape of ``min_dims`` to ``max_dims`` sides in 1..6 (at most ``budget`` elements)."""
+    ndim = draw(st.integers(min_dims, max_dims))
+    return draw(sides(ndim, budget))
+
+
+# --- one strategy per op family ------------------------------------------------
+
+@st.composite
+def linear_case(draw):
+    """x (*lead, C_in), W (C_in, C_out), b (C_out,) or None; lead has 0 to 2 sides."""
+    C_in, C_out = draw(sides(2, 36))
+    lead = draw(shapes(0, 2, budget=max(1, BUDGET // max(C_in, C_out))))
+    x = draw(arrays(lead + (C_in,)))
+    W = draw(arrays((C_in, C_out)))
+    b = draw(st.none() | arrays((C_out,)))
+    return x, W, b, draw(seeds)
+
+
+@st.composite
+def embedding_case(draw):
+    """ids (*lead) in [0, V) with at least one id repeated (when there are two), W (V, C)."""
+    V, C = draw(sides(2, 36))
+    lead = draw(shapes(0, 2, budget=24))
+    ids = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1)))
+    if ids.size >= 2:                                   # force a duplicate: the scatter-add case
+        flat = ids.reshape(-1)
+        i, j = draw(st.lists(st.integers(0, ids.size - 1), min_size=2, max_size=2,
+                             unique=True))
+        flat[j] = flat[i]
+    W = draw(arrays((V, C)))
+    return ids, W, draw(seeds)
+
+
+@st.composite
+def layernorm_case(draw):
+    """x (*lead, C), gamma (C,), beta (C,); lead has 0 to 2 sides."""
+    C = draw(st.integers(1, MAX_SIDE))
+    lead = draw(shapes(0, 2, budget=BUDGET // C))
+    x = draw(arrays(lead + (C,)))
+    gamma, beta = draw(arrays((C,))), draw(arrays((C,)))
+    return x, gamma, beta, draw(seeds)
+
+
+@st.composite
+def elementwise_case(draw, bound=3.0, min_dims=0):
+    """x of any shape with 0 to 3 sides (a 0-d array too), for element-wise ops."""
+    x = draw(arrays(draw(shapes(min_dims, 3)), bound))
+    return x, draw(seeds)
+
+
+@st.composite
+def softmax_case(draw, bound=20.0, offset=0.0):
+    """x with 1 to 3 sides and an axis; ``offset`` adds a drawn per-slice shift up to +-offset.
+
+    With a large offset the values are large (up to +-1e3) while the
+    differences along the axis stay moderate: exp() would overflow without
+    the max subtraction, and the result is the same as without the shift.
+    """
+    shape = draw(shapes(1, 3))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    x = draw(arrays(shape, bound))
+    if offset:
+        shift_shape = list(shape)
+        shift_shape[axis] = 1
+        x = x + draw(arrays(shift_shape, offset))
+    return x, axis, draw(seeds)
+
+
+@st.composite
+def cross_entropy_case(draw, bound=20.0, offset=0.0):
+    """logits (*lead, V), targets (*lead) in [0, V) with some set to ignore_index=-100.
+
+    Any subset may be ignored, all of them included. ``offset`` as in softmax_case.
+    """
+    V = draw(st.integers(1, MAX_SIDE))
+    lead = draw(shapes(0, 2, budget=BUDGET // V))
+    logits = draw(arrays(lead + (V,), bound))
+    if offset:
+        logits = logits + draw(arrays(lead + (1,), offset))
+    targets = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1)))
+    ignored = draw(hnp.arrays(np.bool_, lead))
+    targets = np.where(ignored, -100, targets)
+    return logits, targets, draw(seeds)
+
+
+MASK_KINDS = ("none", "bool_2d", "bool_4d", "int01_2d", "int01_4d", "additive")
+
+
+@st.composite
+def attention_case(draw, mask_kind="none", causal=None, budget=BUDGET):
+    """q (B, H, Tq, D), k and v (B, H, Tk, D), a mask of the given kind, causal or not.
+
+    mask kinds: "none"; "bool_2d" / "int01_2d", a (B, Tk) key-padding mask;
+    "bool_4d" / "int01_4d", a mask of shape (B or 1, H or 1, Tq or 1, Tk);
+    "additive", a float (B or 1, H or 1, Tq, Tk) mask of 0, -inf and negative
+    values. Fully masked rows are drawn on purpose, often: one mask row is
+    cleared (or set to -inf) when the drawn flag says so. With causal=True,
+    Tq <= Tk (the queries are the last Tq positions, as with a KV cache).
+    """
+    if causal is None:
+        causal = draw(st.booleans())
+    B, H, D, Tk = draw(sides(4, budget))
+    Tq = draw(st.integers(1, Tk if causal else MAX_SIDE))
+    if B * H * Tq * D > budget:                         # keep q within the budget too
+        Tq = max(1, budget // (B * H * D))
+        if causal:
+            Tq = min(Tq, Tk)
+    q = draw(arrays((B, H, Tq, D)))
+    k = draw(arrays((B, H, Tk, D)))
+    v = draw(arrays((B, H, Tk, D)))
+    clear_row = draw(st.booleans())
+    mask = None
+    if mask_kind in ("bool_2d", "int01_2d"):
+        mask = draw(hnp.arrays(np.bool_, (B, Tk)))
+        if clear_row:
+            mask[draw(st.integers(0, B - 1))] = False
+    elif mask_kind in ("bool_4d", "int01_4d"):
+        shape = (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])),
+                 draw(st.sampled_from([Tq, 1])), Tk)
+        mask = draw(hnp.arrays(np.bool_, shape))
+        if clear_row:
+            mask[tuple(draw(st.integers(0, s - 1)) for s in shape[:3])] = False
+    elif mask_kind == "additive":
+        shape = (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])), Tq, Tk)
+        values = st.sampled_from([0.0, -np.inf]) | floats(3.0).map(lambda f: -abs(f))
+        mask = draw(hnp.arrays(np.float64, shape, elements=values))
+        if clear_row:
+            mask[tuple(draw(st.integers(0, s - 1)) for s in shape[:3])] = -np.inf
+    elif mask_kind != "none":
+        raise ValueError(f"unknown mask kind {mask_kind!r}")
+    if mask_kind.startswith("int01"):
+        mask = mask.astype(np.int64)
+    return q, k, v, mask, causal, draw(seeds)
+
+
+# --- the gradient assertion ----------------------------------------------------
+
+def assert_gradients(loss, analytic, arrays_by_name, rtol=RTOL, atol=ATOL, normwise=False):
+    """Each analytic gradient matches central differences of the scalar ``loss()``.
+
+    ``loss`` must read the arrays of ``arrays_by_name`` afresh on every call
+    (``numerical_grad`` perturbs them in place and restores them). Gradients
+    must also have the shape and dtype of their input.
+
+    Element-wise, |analytic - numeric| <= atol + rtol |numeric| for every
+    entry. ``normwise=True`` instead bounds the largest difference by
+    atol + rtol max|numeric| (the criterion of ``scratchlm.gradcheck``): for
+    inputs near 1e3 the rounding of the loss itself, eps |loss| / h, is above
+    1e-8 and no finite difference can resolve small entries better than that.
+    """
+    for name, x in arrays_by_name.items():
+        g = analytic[name]
+        assert g.shape == x.shape, f"d{name} has shape {g.shape}, input {x.shape}"
+        assert g.dtype == x.dtype, f"d{name} has dtype {g.dtype}, input {x.dtype}"
+        numeric = numerical_grad(loss, x)
+        if normwise:
+            scale = float(np.max(np.abs(numeric), initial=0.0))
+            assert_allclose(g, numeric, rtol=0, atol=atol + rtol * scale, err_msg=f"d{name}")
+        else:
+            assert_allclose(g, numeric, rtol=rtol, atol=atol, err_msg=f"d{name}")
+
+
+def assert_unchanged(before, after):
+    """Inputs are not modified by an op: ``after`` equals the copies in ``before``."""
+    for name, copy in before.items():
+        assert np.array_equal(copy, after[name], equal_nan=True), f"{name} was modified"
+
+
+def assert_all_float32(*things):
+    """Every floating array in ``things`` (outputs, gradients, caches, nested) is float32.
+
+    Catches a silent float64 temporary kept in a cache as well as in a result.
+    """
+    for thing in things:
+        if isinstance(thing, tuple):
+            assert_all_float32(*thing)
+        elif getattr(thing, "dtype", None) is not None and thing.dtype.kind == "f":
+            assert thing.dtype == np.float32, f"float64 leaked: {thing.dtype} {np.shape(thing)}"
+
+
+@contextlib.contextmanager
+def no_float_warnings():
+    """Any warning, or a floating-point overflow, invalid value or division by zero, is an error.
+
+    (Underflow stays allowed: exp() of a masked score underflows to 0 on purpose.)
+    """
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        yield
