@@ -39,19 +39,21 @@ def linear_forward(x, W, b=None):
     return y, LinearCache(x, W, b is not None)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout, cache, need_dW=True, need_db=True):
     """Gradients of linear_forward.
 
     With X the input flattened to (N, C_in) and dY the upstream (N, C_out):
         dx = dY W^T          (back through (1), the x operand)
         dW = X^T dY          (back through (1), the W operand)
         db = sum_rows dY     (back through (2))
-    Returns: dx (..., C_in), dW (C_in, C_out), db (C_out,) or None
+    need_dW=False / need_db=False skip dW / db (a frozen weight or bias):
+    dW = X^T dY costs as much as dx, so a frozen layer halves its backward.
+    Returns: dx (..., C_in), dW (C_in, C_out) or None, db (C_out,) or None
     """
     x, W, has_bias = cache
     C_in, C_out = W.shape
     dout2 = dout.reshape(-1, C_out)                     # (N, C_out), a view
-    db = dout2.sum(axis=0) if has_bias else None        # back through (2)
+    db = dout2.sum(axis=0) if has_bias and need_db else None   # back through (2)
     dx = dout @ W.T                                     # back through (1): x
-    dW = x.reshape(-1, C_in).T @ dout2                  # back through (1): W
+    dW = x.reshape(-1, C_in).T @ dout2 if need_dW else None    # back through (1): W
     return dx, dW, db

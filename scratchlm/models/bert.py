@@ -217,6 +217,19 @@ class _BertWithHead(PretrainedMixin, Module):
         return as_ids(f"{type(self).__name__}.forward", name, labels, self.xp, shape=shape,
                       high=high, allow=allow)
 
+    def _backward_encoder(self, d_last_hidden_state=None, d_pooler_output=None):
+        """Back through ``self.bert``, unless every one of its parameters is frozen.
+
+        Fine-tuning with a frozen encoder trains the head alone: no encoder
+        parameter takes a gradient and nothing below the encoder needs one, so
+        its backward (about two thirds of a training step) is skipped and its
+        forward caches are dropped instead.
+        """
+        if not any(p.requires_grad for p in self.bert.parameters()):
+            self.bert.clear_caches()
+            return
+        self.bert.backward(d_last_hidden_state, d_pooler_output)
+
     def _need_loss(self, ce_caches):
         if not any(c is not None for c in ce_caches):
             raise RuntimeError(f"{type(self).__name__}.backward: the forward computed no "
@@ -302,7 +315,7 @@ class BertForPreTraining(_BertWithHead):
         dnsp = F.cross_entropy_backward(dloss, nsp_cache)         # back through (5), (4)
         dpooled = self.cls.seq_relationship.backward(dnsp)        # back through (2)
         dx = self.cls.predictions.backward(dpred)                 # back through (1)
-        self.bert.backward(dx, dpooled)
+        self._backward_encoder(dx, dpooled)
 
 
 class BertForMaskedLM(_BertWithHead):
@@ -331,7 +344,7 @@ class BertForMaskedLM(_BertWithHead):
         cache = self._pop_cache() if self._cache is not None else None
         self._need_loss([cache])
         dlogits = F.cross_entropy_backward(dloss, cache)          # back through (2)
-        self.bert.backward(self.cls.predictions.backward(dlogits))  # back through (1)
+        self._backward_encoder(self.cls.predictions.backward(dlogits))  # back through (1)
 
 
 class BertForNextSentencePrediction(_BertWithHead):
@@ -359,7 +372,7 @@ class BertForNextSentencePrediction(_BertWithHead):
         self._need_loss([cache])
         dpooled = self.cls.seq_relationship.backward(
             F.cross_entropy_backward(dloss, cache))               # back through (2), (1)
-        self.bert.backward(None, dpooled)
+        self._backward_encoder(None, dpooled)
 
 
 class BertForSequenceClassification(_BertWithHead):
@@ -392,7 +405,7 @@ class BertForSequenceClassification(_BertWithHead):
         cache = self._pop_cache() if self._cache is not None else None
         self._need_loss([cache])
         dh = self.classifier.backward(F.cross_entropy_backward(dloss, cache))  # (3), (2)
-        self.bert.backward(None, self.dropout.backward(dh))       # back through (1)
+        self._backward_encoder(None, self.dropout.backward(dh))   # back through (1)
 
 
 class BertForTokenClassification(_BertWithHead):
@@ -424,7 +437,7 @@ class BertForTokenClassification(_BertWithHead):
         cache = self._pop_cache() if self._cache is not None else None
         self._need_loss([cache])
         dh = self.classifier.backward(F.cross_entropy_backward(dloss, cache))  # (3), (2)
-        self.bert.backward(self.dropout.backward(dh))              # back through (1)
+        self._backward_encoder(self.dropout.backward(dh))          # back through (1)
 
 
 class BertForQuestionAnswering(_BertWithHead):
@@ -473,4 +486,4 @@ class BertForQuestionAnswering(_BertWithHead):
         dstart = F.cross_entropy_backward(half, caches[0])        # back through (3)
         dend = F.cross_entropy_backward(half, caches[1])
         dlogits = self.xp.stack([dstart, dend], axis=-1)          # back through (2)
-        self.bert.backward(self.qa_outputs.backward(dlogits))     # back through (1)
+        self._backward_encoder(self.qa_outputs.backward(dlogits))  # back through (1)

@@ -48,9 +48,12 @@ class Linear(Module):
         return y
 
     def backward(self, dout):
-        dx, dW, db = F.linear_backward(dout, self._pop_cache())
-        self.weight.accumulate(dW)
-        if self.bias is not None:
+        train_b = self.bias is not None and self.bias.requires_grad
+        dx, dW, db = F.linear_backward(dout, self._pop_cache(),   # frozen: no dW / db work
+                                       need_dW=self.weight.requires_grad, need_db=train_b)
+        if dW is not None:
+            self.weight.accumulate(dW)
+        if db is not None:
             self.bias.accumulate(db)
         return dx
 
@@ -80,7 +83,10 @@ class Embedding(Module):
         return out
 
     def backward(self, dout):
-        dW = F.embedding_backward(dout, self._pop_cache())
+        cache = self._pop_cache()
+        if not self.weight.requires_grad:
+            return                                      # frozen table: no scatter-add at all
+        dW = F.embedding_backward(dout, cache)
         if self.padding_idx is not None:
             dW[self.padding_idx] = 0                    # as torch: no gradient for this row
         self.weight.accumulate(dW)
