@@ -48,15 +48,17 @@ def additive_mask(where, attention_mask, xp, shape, dtype):
     """(B, Tk) 0/1 mask -> (B, 1, 1, Tk) additive: 0 where kept, dtype's most negative where not.
 
     As transformers does: masked scores become the most negative finite value.
+    A boolean mask (True = keep) is accepted too.
     """
     if attention_mask is None:
         return None
-    m = as_ids(where, "attention_mask", attention_mask, xp, shape=shape, high=2) \
-        if getattr(attention_mask, "dtype", None) is None or attention_mask.dtype.kind != "b" \
-        else backend.to_backend(attention_mask, "cupy" if xp is not np else "numpy")
-    if tuple(m.shape) != tuple(shape):
-        raise ValueError(f"{where}: attention_mask must have shape {tuple(shape)}; "
-                         f"got {tuple(m.shape)}")
+    if getattr(attention_mask, "dtype", None) is not None and attention_mask.dtype.kind == "b":
+        m = backend.to_backend(attention_mask, "cupy" if xp is not np else "numpy")
+        if tuple(m.shape) != tuple(shape):
+            raise ValueError(f"{where}: attention_mask must have shape {tuple(shape)}; "
+                             f"got {tuple(m.shape)}")
+    else:
+        m = as_ids(where, "attention_mask", attention_mask, xp, shape=shape, high=2)
     out = xp.zeros(m.shape, dtype=dtype)
     out[m == 0] = xp.finfo(dtype).min
     return out[:, None, None, :]
