@@ -151,6 +151,12 @@ class Module:
                 p.data = backend.to_backend(p.data, name)
                 p.grad = backend.to_backend(p.grad, name)
             object.__setattr__(module, "_cache", None)
+        rng = self.rng
+        if rng is not None and (type(rng).__module__.split(".")[0] == "cupy") != (name == "cupy"):
+            # A Generator cannot move between backends: seed a new one on the
+            # target backend from the old one, so the result stays deterministic.
+            seed = int(backend.to_numpy(rng.integers(0, 2 ** 63 - 1)))
+            self.set_rng(backend.default_rng(seed, name))
         return self
 
     def astype(self, dtype):
