@@ -13,11 +13,26 @@ CuPy is imported here and nowhere else, lazily, the first time it is asked for.
 The few functions that NumPy lacks come from the matching place per backend:
 ``erf`` (``scipy.special`` / ``cupyx.scipy.special``) and ``scatter_add``
 (``np.add.at`` / ``cupyx.scatter_add``).
+
+The fast CPU path. NumPy runs each call on one core, except the BLAS behind
+``@``, which has threads of its own. On the CPU the layers can instead use the
+fast variants of the ops (``linear_forward_fast`` beside ``linear_forward``,
+...): the same math, cut into cache-sized row blocks spread over
+``num_threads()`` threads of scratchlm's own (NumPy releases the GIL inside
+its loops), with each BLAS call inside a block run single-threaded: once a
+fast op has run, NumPy's BLAS keeps one thread until ``set_fast_path(False)``
+gives its threads back. Each fast variant is tested equal to its plain op.
+``set_fast_path(False)`` (or ``SCRATCHLM_FAST_PATH=0``) makes every layer
+call the plain ops;
+``set_num_threads(n)`` (or ``SCRATCHLM_NUM_THREADS``) sets the thread count,
+by default the number of CPUs.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -164,3 +179,125 @@ def scatter_add(a, indices, values) -> None:
 def default_rng(seed=None, name: str | None = None):
     """A random Generator on the named backend (default: the active one)."""
     return xp(name).random.default_rng(seed)
+
+
+# --- the fast CPU path: a flag, a thread pool, single-threaded BLAS inside it ---
+
+_fast_path = os.environ.get("SCRATCHLM_FAST_PATH", "1").lower() not in ("0", "false", "no")
+_num_threads = None      # resolved on first use
+_pool = None             # ThreadPoolExecutor of num_threads() - 1 workers (the caller is one)
+_blas = None             # threadpoolctl's controller of NumPy's BLAS, or False without one
+_blas_lock = threading.Lock()
+_blas_threads_before = None   # the BLAS thread count before the fast path took it over
+
+
+def set_fast_path(on: bool) -> None:
+    """Let layers use the fast CPU variants of the ops (True, the default) or the plain ones."""
+    global _fast_path
+    _fast_path = bool(on)
+    if not _fast_path:
+        _release_blas()
+
+
+def fast_path(*arrays) -> bool:
+    """Whether the fast CPU variants apply: the flag is on and no array is a CuPy array."""
+    return _fast_path and not any(is_cupy_array(a) for a in arrays if a is not None)
+
+
+def num_threads() -> int:
+    """Threads that the fast CPU path spreads its work over (default: the number of CPUs)."""
+    global _num_threads
+    if _num_threads is None:
+        env = os.environ.get("SCRATCHLM_NUM_THREADS")
+        _num_threads = int(env) if env else (os.cpu_count() or 1)
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set the fast CPU path's thread count (1: everything on the calling thread)."""
+    global _num_threads, _pool
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int; got {n!r}")
+    _num_threads = n
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+
+
+def _blas_controller():
+    """threadpoolctl's handle on NumPy's BLAS (None when it cannot be controlled)."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas = libs[0] if len(libs) == 1 else False
+        except Exception:  # threadpoolctl missing, or a BLAS it does not know
+            _blas = False
+    return _blas or None
+
+
+def _claim_blas() -> None:
+    """Run NumPy's BLAS single-threaded from now on, while the fast path is on.
+
+    The fast path spreads work over threads of its own, each calling BLAS:
+    two of them each starting BLAS threads would put four busy threads on two
+    cores, and an idle BLAS thread spinning while it waits for work takes a
+    core from the element-wise loops. set_fast_path(False) gives the BLAS its
+    thread count back.
+    """
+    global _blas_threads_before
+    if _blas_threads_before is not None:
+        return
+    blas = _blas_controller()
+    with _blas_lock:
+        if blas is None or _blas_threads_before is not None:
+            _blas_threads_before = _blas_threads_before or 0
+            return
+        _blas_threads_before = blas.get_num_threads()
+        if _blas_threads_before != 1:
+            blas.set_num_threads(1)
+
+
+def _release_blas() -> None:
+    global _blas_threads_before
+    blas = _blas_controller()
+    with _blas_lock:
+        if blas is not None and _blas_threads_before not in (None, 0, 1):
+            blas.set_num_threads(_blas_threads_before)
+        _blas_threads_before = None
+
+
+def parallel_for(n: int, fn, min_size: int = 1) -> None:
+    """Call ``fn(lo, hi)`` over consecutive ranges that cover range(n), on num_threads() threads.
+
+    The calling thread takes the first range; the ranges are as even as
+    possible and never shorter than ``min_size`` (so small work stays on
+    one thread). ``fn`` must write disjoint parts of its outputs. BLAS calls
+    inside run single-threaded (see _claim_blas). Exceptions are raised here.
+    """
+    global _pool
+    _claim_blas()
+    parts = max(1, min(num_threads(), n // max(1, min_size)))
+    if threading.current_thread().name.startswith("scratchlm"):
+        parts = 1                                       # called from a worker: no nesting
+    if parts == 1:
+        if n > 0:
+            fn(0, n)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=num_threads() - 1,
+                                   thread_name_prefix="scratchlm")
+    bounds = [n * i // parts for i in range(parts + 1)]
+    futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    try:
+        fn(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
+
+
+def for_blocks(lo: int, hi: int, block: int):
+    """Consecutive (start, stop) pairs of at most ``block`` covering [lo, hi)."""
+    block = max(1, block)
+    return ((i, min(i + block, hi)) for i in range(lo, hi, block))

@@ -4,6 +4,9 @@ Subcommands:
     train       train a GPT on the built-in corpus (or your own text)
     generate    sample text from a trained model
     gradcheck   check every functional op and model backward against finite differences
+    finetune    fine-tune a BERT for classification, NER or extractive QA
+    predict     run a fine-tuned model on new text
+    bench       scratchlm against PyTorch: throughput, MFU, memory; per-op profile
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ BERT_DEFAULTS = dict(vocab_size=4096, block_size=128, lr=1e-3, max_steps=600)
 
 
 def _load_tokenizer(directory):
-    from scratchlm.tokenizers import ByteLevelBPETokenizer, CharTokenizer  # noqa: PLC0415
+    from scratchlm.tokenizers import (  # noqa: PLC0415
+        ByteLevelBPETokenizer, CharTokenizer, WordPieceTokenizer)
 
     config_path = os.path.join(directory, "tokenizer_config.json")
     kind = None
@@ -62,8 +66,10 @@ def _load_tokenizer(directory):
         return CharTokenizer.from_pretrained(directory)
     if os.path.exists(os.path.join(directory, "merges.txt")):
         return ByteLevelBPETokenizer.from_pretrained(directory)
+    if os.path.exists(os.path.join(directory, "vocab.txt")):
+        return WordPieceTokenizer.from_pretrained(directory)
     raise ValueError(f"no tokenizer in {directory} (expected tokenizer_config.json of a "
-                     "CharTokenizer, or vocab.json + merges.txt)")
+                     "CharTokenizer, vocab.json + merges.txt, or a WordPiece vocab.txt)")
 
 
 def _read_text(path):
@@ -161,7 +167,8 @@ def _bert_setup(cfg, text, out, resume):
         counted = labels != -100
         pred = to_numpy(output.prediction_logits).argmax(-1)
         nsp = to_numpy(output.seq_relationship_logits).argmax(-1)
-        return {"mlm_accuracy": float((pred == labels)[counted].mean()),
+        return {"mlm_accuracy": float((pred == labels)[counted].mean()) if counted.any()
+                else float("nan"),                  # no masked token in this batch: left out
                 "nsp_accuracy": float((nsp == batch["next_sentence_label"]).mean())}
 
     shape = (f"BERT {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
@@ -172,9 +179,27 @@ def _bert_setup(cfg, text, out, resume):
 
 
 def _cmd_train(args) -> int:
+    """One process, or one rank of ``mpirun -n N scratchlm train`` (found in the environment)."""
+    from scratchlm import backend, distributed  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)           # before the GPU of each rank is chosen
+    dist = distributed.init_distributed(timeout=args.dist_timeout)
+    if dist is None or dist.world_size == 1:
+        return _train(args, dist)
+    try:
+        return _train(args, dist)
+    except BaseException as exc:                    # the other ranks would wait for this one
+        print(f"scratchlm train: rank {dist.rank} of {dist.world_size}: error: "
+              f"{exc or type(exc).__name__}; stopping every rank", file=sys.stderr, flush=True)
+        dist.abort(1)
+        raise
+
+
+def _train(args, dist) -> int:
     import numpy as np  # noqa: PLC0415
 
-    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm import backend, distributed  # noqa: PLC0415
     from scratchlm.data import builtin_corpus  # noqa: PLC0415
     from scratchlm.generate import generate  # noqa: PLC0415
     from scratchlm.train import Trainer, TrainingArguments, plot_losses  # noqa: PLC0415
@@ -202,13 +227,19 @@ def _cmd_train(args) -> int:
         raise ValueError(f"--n-embd {cfg['n_embd']} must be divisible by --n-head {cfg['n_head']}")
     if not 0 <= cfg["dropout"] < 1:
         raise ValueError(f"--dropout must be in [0, 1); got {cfg['dropout']}")
+    # Data parallel: --batch-size rows per rank, cut from a global batch of N times as many.
+    world, main = (1, True) if dist is None else (dist.world_size, dist.is_main)
+    if dist is not None:
+        dist.check_agreement("the run configuration", {**cfg, "resume": args.resume})
 
     text = _read_text(cfg["text"]) if cfg["text"] else builtin_corpus()
     os.makedirs(out, exist_ok=True)
+    if not main:                                    # rank 0 writes tokenizer and token files
+        dist.barrier("rank 0's data preparation")   # first; the others read them back
     t0 = time.perf_counter()
     setup = _bert_setup if cfg["model"] == "bert" else _gpt_setup
     tok, model, train_batches, eval_batches, metrics_fn, shape, sizes, val_text = setup(
-        cfg, text, out, args.resume)
+        {**cfg, "batch_size": cfg["batch_size"] * world}, text, out, args.resume or not main)
     prep_time = time.perf_counter() - t0
     targs = TrainingArguments(
         out_dir=out, max_steps=cfg["max_steps"], grad_accum_steps=cfg["grad_accum"],
@@ -216,20 +247,33 @@ def _cmd_train(args) -> int:
         min_lr_ratio=cfg["min_lr_ratio"], weight_decay=cfg["weight_decay"],
         eval_interval=cfg["eval_interval"], eval_batches=cfg["eval_batches"],
         seed=cfg["seed"], progress=not args.no_progress)
-    if not args.resume:
+    if not args.resume and main:
         tok.save_pretrained(out)
         with open(run_path, "w") as f:
             json.dump(cfg, f, indent=2)
         metrics = os.path.join(out, "metrics.jsonl")
         if os.path.exists(metrics):
             os.remove(metrics)
-    trainer = Trainer(model, targs, train_batches, eval_batches, metrics_fn=metrics_fn)
-    print(f"scratchlm train: {type(model).__name__} {model.num_parameters():,} parameters "
-          f"({shape}), {type(tok).__name__} V={tok.vocab_size}, {sizes} (prepared in "
-          f"{prep_time:.1f} s), backend {backend.get_backend()}, {cfg['dtype']}", flush=True)
+    if dist is not None:
+        if main:
+            dist.barrier("rank 0's data preparation")
+        train_batches = distributed.ShardedBatches(train_batches, dist.rank, world)
+        eval_batches = [distributed.shard_batch(b, dist.rank, world) for b in eval_batches]
+    trainer = Trainer(model, targs, train_batches, eval_batches, metrics_fn=metrics_fn,
+                      dist=dist)
+    ranks = "" if dist is None else (
+        f", {world} ranks x batch {cfg['batch_size']} ({trainer.reducer.nbytes / 1e6:.1f} MB "
+        f"of gradients all-reduced per step via {'NCCL' if dist.nccl else 'MPI'})")
+    if main:
+        print(f"scratchlm train: {type(model).__name__} {model.num_parameters():,} parameters "
+              f"({shape}), {type(tok).__name__} V={tok.vocab_size}, {sizes} (prepared in "
+              f"{prep_time:.1f} s), backend {backend.get_backend()}, {cfg['dtype']}{ranks}",
+              flush=True)
     t0 = time.perf_counter()
     final = trainer.train(resume=args.resume)
     wall = time.perf_counter() - t0
+    if not main:
+        return 0
     model.save_pretrained(out)
     plotted = plot_losses(os.path.join(out, "metrics.jsonl"), os.path.join(out, "loss.png"))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("val_"))
@@ -273,6 +317,154 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+# --- finetune and predict ----------------------------------------------------------
+
+def _cmd_finetune(args) -> int:
+    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm.finetune import FinetuneArguments, finetune, format_report  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)
+    fargs = FinetuneArguments(
+        task=args.task, model=args.model, train_file=args.train, eval_file=args.eval,
+        out_dir=args.out, freeze_encoder=args.freeze_encoder, epochs=args.epochs,
+        learning_rate=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, seed=args.seed,
+        doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+        max_answer_length=args.max_answer_length, text_column=args.text_column,
+        text_pair_column=args.text_pair_column, label_column=args.label_column,
+        progress=not args.no_progress)
+    result = finetune(fargs, log=lambda line: print(f"scratchlm finetune: {line}", flush=True))
+    print(format_report(result))
+    return 0
+
+
+def _predict_file(task, model, tok, args):
+    """Predictions for every example of a task file; metrics where it has gold labels."""
+    from scratchlm import finetune as ft  # noqa: PLC0415
+    from scratchlm.data import tasks  # noqa: PLC0415
+    from scratchlm.metrics import accuracy, entity_scores, squad_scores  # noqa: PLC0415
+
+    rows, report = [], None
+    if task == "classify":
+        examples = tasks.read_classification(args.file, args.text_column, args.text_pair_column,
+                                             args.label_column, require_labels=False)
+        preds = ft.predict_labels(model, tok, [e.text for e in examples],
+                                  [e.text_pair for e in examples]
+                                  if any(e.text_pair for e in examples) else None,
+                                  args.max_length)
+        for e, (label, p) in zip(examples, preds):
+            rows.append({"line": e.line, "label": label, "probability": round(p, 4),
+                         "text": e.text})
+        if all(e.label is not None for e in examples):
+            report = {"accuracy": accuracy([e.label for e in examples], [p for p, _ in preds])}
+    elif task == "ner":
+        sentences = tasks.read_conll(args.file, require_tags=False)
+        tagged = ft.predict_tags(model, tok, [s.words for s in sentences], args.max_length)
+        for s, (tags, _) in zip(sentences, tagged):
+            rows.append({"line": s.line, "entities": [
+                {"type": k, "text": " ".join(s.words[a:b + 1]), "words": [a, b + 1]}
+                for k, a, b in ft.get_entities(tags)]})
+        if all(s.tags is not None for s in sentences):
+            report = entity_scores([s.tags for s in sentences], [t for t, _ in tagged])
+            report.pop("per_type")
+    else:
+        examples = tasks.read_squad(args.file, require_answers=False)
+        answers = ft.predict_answers(model, tok, [e.question for e in examples],
+                                     [e.context for e in examples], args.max_length,
+                                     args.doc_stride, max_answer_length=args.max_answer_length)
+        for e, a in zip(examples, answers):
+            rows.append({"id": e.id, "answer": a.text, "start": a.start, "end": a.end,
+                         "score": round(a.score, 4)})
+        scored = [(a.text, [t for t, _ in e.answers]) for e, a in zip(examples, answers)
+                  if e.answers]
+        if scored:
+            report = squad_scores(*zip(*scored))
+    return rows, report
+
+
+def _cmd_predict(args) -> int:
+    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm import finetune as ft  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)
+    if not os.path.isdir(args.model):
+        raise FileNotFoundError(f"--model: no such directory: {args.model}")
+    task, model, tok = ft.load_for_prediction(args.model)
+    if args.file:
+        rows, report = _predict_file(task, model, tok, args)
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        if report is not None:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in report.items()
+                              if isinstance(v, float))
+            print(f"scratchlm predict: {len(rows)} examples of {args.file}: {shown}",
+                  file=sys.stderr)
+        return 0
+    if task == "qa":
+        if not (args.question and args.context):
+            raise ValueError("a question-answering model needs --question and --context "
+                             "(or --file with SQuAD JSON)")
+        answer = ft.predict_answers(model, tok, [args.question], [args.context],
+                                    args.max_length, args.doc_stride,
+                                    max_answer_length=args.max_answer_length)[0]
+        print(f"answer: {answer.text!r}  (characters {answer.start}-{answer.end} of the "
+              f"context, score {answer.score:.3f}, probability {answer.probability:.3f})")
+        return 0
+    if not args.text:
+        raise ValueError("give --text (repeat it for several texts) or --file")
+    if task == "classify":
+        pairs = args.text_pair if args.text_pair else None
+        if pairs is not None and len(pairs) != len(args.text):
+            raise ValueError(f"--text-pair: give one per --text ({len(args.text)}); "
+                             f"got {len(pairs)}")
+        for text, (label, p) in zip(args.text, ft.predict_labels(model, tok, args.text, pairs,
+                                                                 args.max_length)):
+            print(f"{label}\t{p:.3f}\t{text}")
+        return 0
+    for text, entities in zip(args.text, ft.predict_entities(model, tok, args.text,
+                                                             args.max_length)):
+        print(text)
+        for e in entities:
+            print(f"  {e['type']:<10} {e['text']!r} [{e['start']}:{e['end']}] "
+                  f"score {e['score']:.3f}")
+        if not entities:
+            print("  (no entities)")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from scratchlm import bench  # noqa: PLC0415
+
+    say = (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)) if not args.quiet \
+        else None
+    result = {}
+    if args.profile:
+        result["profile"] = []
+        for fast in ((False, True) if args.compare_plain else (None,)):
+            prof = bench.profile_step(args.profile, steps=args.steps, fast=fast)
+            result["profile"].append(prof)
+            print(bench.format_profile(prof) + "\n")
+    if args.memory:
+        rows = bench.memory_vs_context(tuple(args.lengths), threads=args.threads)
+        result["memory"] = rows
+        print(bench.format_memory(rows) + "\n")
+    if not (args.profile or args.memory):
+        report = bench.run_benchmark(
+            args.configs, bert=not args.no_bert, rounds=args.rounds, steps=args.steps,
+            warmup=args.warmup, generate=not args.no_generate, threads=args.threads,
+            with_torch=not args.no_torch, on_progress=say,
+            raw_path=args.json + ".partial" if args.json else None)
+        result["benchmark"] = report
+        print(bench.format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scratchlm",
@@ -298,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("--n-head", "n_head", int, "attention heads"),
             ("--n-embd", "n_embd", int, "model width"),
             ("--block-size", "block_size", int, "context length in tokens"),
-            ("--batch-size", "batch_size", int, "sequences per micro-batch"),
+            ("--batch-size", "batch_size", int, "sequences per micro-batch, per rank under "
+             "mpirun"),
             ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step"),
             ("--max-steps", "max_steps", int, "optimizer steps"),
             ("--lr", "lr", float, "peak learning rate (AdamW)"),
@@ -317,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dist-timeout", type=float, default=600.0,
+                   help="under mpirun -n N (data-parallel: each rank takes --batch-size rows "
+                        "of a global batch N times larger, gradients are averaged): seconds a "
+                        "rank waits for the others in one collective operation before it stops "
+                        "the job (default 600)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("generate", help="sample text from a trained model",
@@ -344,6 +542,99 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=["ops", "models"], help="check only ops or only models")
     p.add_argument("-v", "--verbose", action="store_true", help="show per-input errors")
     p.set_defaults(func=_cmd_gradcheck)
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune a BERT for classification, NER or extractive QA",
+        description="Fine-tune a BERT directory (from scratchlm train --model bert, or a "
+                    "Hugging Face BERT with vocab.txt) on a task: classify (CSV/TSV/JSONL "
+                    "with text[, text pair], label; GLUE TSVs read as they are), ner (CoNLL, "
+                    "BIO tags) or qa (SQuAD v1.1 JSON). Evaluates after every epoch, keeps "
+                    "the best model in --out (Hugging Face format, with id2label) and prints "
+                    "a metrics report next to the trivial baseline.")
+    p.add_argument("--task", required=True, choices=["classify", "ner", "qa"])
+    p.add_argument("--model", required=True, help="BERT directory: config.json, "
+                   "model.safetensors, vocab.txt")
+    p.add_argument("--train", required=True, help="training file")
+    p.add_argument("--eval", required=True, help="evaluation file (labels must be in the "
+                   "training file's label set)")
+    p.add_argument("--out", required=True, help="output directory for the fine-tuned model")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="train the task head only (the encoder's backward is skipped)")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the training data "
+                   "(default 3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, linear "
+                   "warmup and decay; default 5e-5, or 1e-3 with --freeze-encoder)")
+    p.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per example, special "
+                   "tokens included (default 128, qa 384; at most the model's positions)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay "
+                   "(default 0.01)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps with a "
+                   "rising learning rate (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--doc-stride", type=int, default=None, help="qa: tokens shared by "
+                   "neighbouring windows of a long context (default max-length / 4)")
+    p.add_argument("--max-query-length", type=int, default=64, help="qa: longer questions "
+                   "are cut (default 64)")
+    p.add_argument("--max-answer-length", type=int, default=30, help="qa: longest answer, in "
+                   "tokens (default 30)")
+    p.add_argument("--text-column", help="classify: column of the text (default: found by name)")
+    p.add_argument("--text-pair-column", help="classify: column of the second text")
+    p.add_argument("--label-column", help="classify: column of the label")
+    p.add_argument("--backend", choices=["numpy", "cupy"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser(
+        "predict", help="run a fine-tuned model on new text",
+        description="Run a model written by scratchlm finetune. A classifier prints the label "
+                    "and its probability; a token classifier the entities with their "
+                    "character spans; a QA model the answer span and its score. --file runs "
+                    "on a whole task file (one JSON line per example) and prints its metrics "
+                    "when the file has gold labels.")
+    p.add_argument("--model", required=True, help="directory written by scratchlm finetune")
+    p.add_argument("--text", action="append", help="text to classify or tag (repeatable)")
+    p.add_argument("--text-pair", action="append", help="classify: second text of each pair")
+    p.add_argument("--question", help="qa: the question")
+    p.add_argument("--context", help="qa: the text that holds the answer")
+    p.add_argument("--file", help="a task file in the format of the model's task")
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--doc-stride", type=int, default=None)
+    p.add_argument("--max-answer-length", type=int, default=30)
+    p.add_argument("--text-column")
+    p.add_argument("--text-pair-column")
+    p.add_argument("--label-column")
+    p.add_argument("--backend", choices=["numpy", "cupy"])
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "bench", help="scratchlm against PyTorch: throughput, MFU and memory",
+        description="Measure GPT training, forward and generation tokens/s (and a BERT-base "
+                    "encoder) side by side with an equivalent PyTorch model, in alternating "
+                    "processes, with MFU against NumPy's sgemm peak and peak memory; or a "
+                    "per-op profile of a training step (--profile), or peak memory against "
+                    "context length for the plain and blockwise attention (--memory).")
+    p.add_argument("--configs", nargs="+", default=["tiny", "small", "gpt2ish"],
+                   choices=["tiny", "small", "gpt2ish"], help="GPT configurations to measure")
+    p.add_argument("--no-bert", action="store_true", help="skip the BERT-base encoder")
+    p.add_argument("--no-generate", action="store_true", help="skip generation")
+    p.add_argument("--no-torch", action="store_true", help="scratchlm alone")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per round (default 3)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="threads for both frameworks "
+                   "(default: the number of CPUs)")
+    p.add_argument("--profile", choices=["tiny", "small", "gpt2ish"],
+                   help="milliseconds per op in a training step of this config")
+    p.add_argument("--compare-plain", action="store_true",
+                   help="with --profile: profile the plain ops too (fast path off)")
+    p.add_argument("--memory", action="store_true",
+                   help="peak memory against context length, plain vs blockwise attention")
+    p.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096],
+                   help="context lengths for --memory")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -48,7 +48,8 @@ import math
 import numbers
 from collections.abc import Mapping
 
-from scratchlm.backend import get_array_module, is_cupy_array, to_backend
+from scratchlm.backend import for_blocks, get_array_module, is_cupy_array, parallel_for, \
+    to_backend
 from scratchlm.nn.parameter import Parameter
 
 
@@ -456,12 +457,24 @@ class AdamW(Optimizer):
 
     State per parameter: ``step`` t (int), ``exp_avg`` m, ``exp_avg_sq`` v,
     and ``max_exp_avg_sq`` v_max with amsgrad.
+
+    ``flat=True``: each group's trainable parameters, their gradients and
+    moments live in flat buffers (each ``p.data`` / ``p.grad`` becomes a view
+    of them at construction, values unchanged), and a step runs the same
+    arithmetic once over the whole buffer, in cache-sized blocks over the CPU
+    threads: equal to the per-parameter update, element for element.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 flat: bool = False):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay, "amsgrad": amsgrad})
+        _check_bool("AdamW", "flat", flat)
+        self.flat = flat
+        self._flat_groups: dict = {}                    # id(group) -> its flat buffers
+        if flat:
+            self._flatten()
 
     def _check_group(self, group: dict, where: str) -> None:
         _check_real(where, "lr", group["lr"], 0.0)
@@ -480,53 +493,179 @@ class AdamW(Optimizer):
         return (names + ("max_exp_avg_sq",)) if group["amsgrad"] else names
 
     def _step_group(self, group: dict) -> None:
+        if self.flat and self._flat_ready(group):
+            return self._step_flat(group)
         lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
         beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
         amsgrad = group["amsgrad"]
         for p in self._trainable(group):
             xp = get_array_module(p.data)
-            g = p.grad
             state = self.state.get(p)
             if state is None:
                 state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
                                          "exp_avg_sq": xp.zeros_like(p.data)}
             if amsgrad and "max_exp_avg_sq" not in state:
                 state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            tmp, denom = self._scratch(p, 2)
             state["step"] += 1
-            t = state["step"]
+            _adamw_update(xp, p.data, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                          state.get("max_exp_avg_sq") if amsgrad else None,
+                          *self._scratch(p, 2), lr=lr, wd=wd, beta1=beta1, beta2=beta2,
+                          eps=eps, t=state["step"])
 
-            if wd != 0.0:
-                p.data *= 1.0 - lr * wd                         # (1)
-            # (2) PyTorch's lerp: m + w (g - m) for w < 0.5, else g - (1 - w)(g - m);
-            # the two forms round differently, so follow the same branch.
-            w = 1.0 - beta1
-            xp.subtract(g, m, out=tmp)                          # g - m
-            if w < 0.5:
-                tmp *= w
-                m += tmp                                        # (2) m + w (g - m)
+    # --- flat buffers: one update over every parameter of a group ------------
+    def _flatten(self) -> None:
+        """Move each group's trainable parameters into flat buffers: data, grad, moments.
+
+        Each Parameter's ``.data`` and ``.grad`` become views of the group's
+        buffers (values unchanged); its state entries are views of the
+        moments' buffers. A step then updates the whole group with one pass of
+        the same arithmetic, in cache-sized blocks over the CPU threads.
+        """
+        for i, group in enumerate(self.param_groups):
+            params = self._trainable(group)
+            if not params:
+                continue
+            xps = {get_array_module(p.data).__name__ for p in params}
+            dtypes = {p.data.dtype for p in params}
+            if len(xps) > 1 or len(dtypes) > 1:
+                raise ValueError(f"AdamW(flat=True): param group {i} mixes backends or dtypes "
+                                 f"({sorted(xps)}, {sorted(map(str, dtypes))}); give each its "
+                                 "own group or use flat=False")
+            xp, dtype = get_array_module(params[0].data), params[0].data.dtype
+            n = sum(p.data.size for p in params)
+            buffers = {name: xp.zeros(n, dtype=dtype)
+                       for name in ("data", "grad", "exp_avg", "exp_avg_sq")
+                       + (("max_exp_avg_sq",) if group["amsgrad"] else ())}
+            views, offset = [], 0
+            for p in params:
+                view = {name: b[offset:offset + p.data.size].reshape(p.data.shape)
+                        for name, b in buffers.items()}
+                view["data"][...] = p.data
+                view["grad"][...] = p.grad
+                p.data, p.grad = view["data"], view["grad"]
+                views.append(view)
+                offset += p.data.size
+            self._flat_groups[id(group)] = {"params": params, "buffers": buffers,
+                                            "views": views}
+
+    def _flat_ready(self, group: dict) -> bool:
+        """The group has flat buffers and every parameter still uses its views."""
+        flat = self._flat_groups.get(id(group))
+        return flat is not None and all(
+            p.data is view["data"] and p.grad is view["grad"] and p.requires_grad
+            for p, view in zip(flat["params"], flat["views"]))
+
+    def _step_flat(self, group: dict) -> None:
+        flat = self._flat_groups[id(group)]
+        lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
+        amsgrad = group["amsgrad"]
+        t = None
+        for p, view in zip(flat["params"], flat["views"]):
+            state = self.state.get(p)
+            if state is None:                           # first step: state = views
+                state = self.state[p] = {"step": 0, "exp_avg": view["exp_avg"],
+                                         "exp_avg_sq": view["exp_avg_sq"]}
+                if amsgrad:
+                    state["max_exp_avg_sq"] = view["max_exp_avg_sq"]
+            state["step"] += 1
+            t = state["step"] if t is None else t
+            if state["step"] != t:                      # steps differ (a partial load):
+                return self._step_each(group, flat)     # parameter by parameter
+        buf = flat["buffers"]
+        xp = get_array_module(buf["data"])
+        hyper = dict(lr=lr, wd=wd, beta1=beta1, beta2=beta2, eps=eps, t=t)
+
+        def blocks(lo, hi):
+            tmp = xp.empty(min(FLAT_BLOCK, hi - lo), dtype=buf["data"].dtype)
+            denom = xp.empty_like(tmp)
+            for a, b in for_blocks(lo, hi, FLAT_BLOCK):
+                _adamw_update(xp, buf["data"][a:b], buf["grad"][a:b], buf["exp_avg"][a:b],
+                              buf["exp_avg_sq"][a:b],
+                              buf["max_exp_avg_sq"][a:b] if amsgrad else None,
+                              tmp[:b - a], denom[:b - a], **hyper)
+
+        if xp.__name__ == "numpy":
+            parallel_for(buf["data"].size, blocks, FLAT_BLOCK)
+        else:
+            blocks(0, buf["data"].size)
+
+    def _step_each(self, group: dict, flat: dict) -> None:
+        """The flat group's update parameter by parameter, each with its own step count."""
+        lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
+        for p in flat["params"]:
+            state = self.state[p]
+            _adamw_update(get_array_module(p.data), p.data, p.grad, state["exp_avg"],
+                          state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                          *self._scratch(p, 2), lr=lr, wd=wd, beta1=beta1, beta2=beta2,
+                          eps=eps, t=state["step"])
+
+    def zero_grad(self) -> None:
+        """Set every parameter's ``.grad`` to zero (one fill per flat group)."""
+        for group in self.param_groups:
+            if self._flat_ready(group):
+                flat = self._flat_groups[id(group)]
+                flat["buffers"]["grad"].fill(0)
+                flat_ids = {id(p) for p in flat["params"]}
+                rest = [p for p in group["params"] if id(p) not in flat_ids]
             else:
-                tmp *= 1.0 - w
-                xp.subtract(g, tmp, out=m)                      # (2) g - (1 - w)(g - m)
-            v *= beta2
-            xp.multiply(g, 1.0 - beta2, out=tmp)
-            tmp *= g
-            v += tmp                                            # (3) beta2 v + (1 - beta2) g g
-            if amsgrad:
-                v_max = state["max_exp_avg_sq"]
-                xp.maximum(v_max, v, out=v_max)                 # (3a)
-                v = v_max
+                rest = group["params"]
+            for p in rest:
+                if p.grad is not None:
+                    p.zero_grad()
 
-            bias_correction1 = 1.0 - beta1 ** t
-            bias_correction2 = 1.0 - beta2 ** t
-            step_size = lr / bias_correction1
-            xp.sqrt(v, out=denom)
-            denom /= bias_correction2 ** 0.5
-            denom += eps                                        # (4)
-            xp.multiply(m, step_size, out=tmp)
-            tmp /= denom
-            p.data -= tmp                                       # (5) p - step_size m / denom
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:                 # loaded moments go into the buffers
+            flat = self._flat_groups.get(id(group))
+            if flat is None:
+                continue
+            for p, view in zip(flat["params"], flat["views"]):
+                state = self.state.get(p)
+                if state is None:
+                    continue
+                for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                    if name in state and name in view:
+                        view[name][...] = state[name]
+                        state[name] = view[name]
+
+
+FLAT_BLOCK = 1 << 15    # elements per block of the flat update: its arrays stay in L2
+
+
+def _adamw_update(xp, p, g, m, v, v_max, tmp, denom, *, lr, wd, beta1, beta2, eps, t):
+    """One AdamW update of the arrays p, m, v (and v_max) from g, in place; the steps
+    (1)-(5) of the class docstring. ``tmp`` and ``denom`` are scratch of p's shape."""
+    if wd != 0.0:
+        p *= 1.0 - lr * wd                              # (1)
+    # (2) PyTorch's lerp: m + w (g - m) for w < 0.5, else g - (1 - w)(g - m);
+    # the two forms round differently, so follow the same branch.
+    w = 1.0 - beta1
+    xp.subtract(g, m, out=tmp)                          # g - m
+    if w < 0.5:
+        tmp *= w
+        m += tmp                                        # (2) m + w (g - m)
+    else:
+        tmp *= 1.0 - w
+        xp.subtract(g, tmp, out=m)                      # (2) g - (1 - w)(g - m)
+    v *= beta2
+    xp.multiply(g, 1.0 - beta2, out=tmp)
+    tmp *= g
+    v += tmp                                            # (3) beta2 v + (1 - beta2) g g
+    if v_max is not None:
+        xp.maximum(v_max, v, out=v_max)                 # (3a)
+        v = v_max
+
+    bias_correction1 = 1.0 - beta1 ** t
+    bias_correction2 = 1.0 - beta2 ** t
+    step_size = lr / bias_correction1
+    xp.sqrt(v, out=denom)
+    denom /= bias_correction2 ** 0.5
+    denom += eps                                        # (4)
+    xp.multiply(m, step_size, out=tmp)
+    tmp /= denom
+    p -= tmp                                            # (5) p - step_size m / denom
 
 
 # --- what a training loop needs around the optimizer ---------------------------

@@ -15,6 +15,13 @@ two random generators (dropout masks, batch positions). Resuming from it gives
 the same losses, bit for bit, as a run that was never interrupted. Checkpoints
 are written to a temporary directory, fsynced, then renamed into place, so an
 interruption at any moment leaves the last good checkpoint intact.
+
+Data-parallel (``dist=``, a ``scratchlm.distributed.Communicator``): each rank
+runs the micro-batches of its own shard; after the last micro-batch's backward
+the gradients are averaged over the ranks (``GradientReducer``) and the loss
+with them, so every rank takes the same step. Rank 0 alone writes metrics,
+checkpoints and the progress bar; a checkpoint also records the world size and
+every rank's dropout generator, and resumes with the same number of ranks.
 """
 
 from __future__ import annotations
@@ -90,7 +97,7 @@ class Trainer:
     """Train a model with a loss (GPT with labels, BERT pre-training, task heads)."""
 
     def __init__(self, model, args: TrainingArguments, train_batches, eval_batches=None,
-                 optimizer=None, on_save=None, metrics_fn=None):
+                 optimizer=None, on_save=None, metrics_fn=None, dist=None):
         """
         Args:
             model: a scratchlm model whose forward returns ``.loss`` given a batch dict.
@@ -102,17 +109,27 @@ class Trainer:
                 (e.g. to write the tokenizer beside it).
             metrics_fn: optional ``metrics_fn(batch, output) -> dict`` of numbers,
                 averaged over the evaluation batches (accuracy, say).
+            dist: optional ``scratchlm.distributed.Communicator`` for data-parallel
+                training; then train_batches and eval_batches are this rank's shards
+                (``distributed.ShardedBatches``, ``shard_batch``), the weights are
+                broadcast from rank 0, and with world size > 1 each rank's dropout
+                draws from a stream of its own (seeded from args.seed and the rank).
         """
         self.model, self.args = model, args
         self.train_batches, self.eval_batches = train_batches, eval_batches
         self.optimizer = optimizer or AdamW(
             param_groups_for_decay(model, args.weight_decay), lr=args.learning_rate,
-            betas=tuple(args.betas))
+            betas=tuple(args.betas), flat=True)     # one update over flat buffers
         self.on_save = on_save
         self.metrics_fn = metrics_fn
         self.step = 0
         self.history: list[dict] = []
-        os.makedirs(args.out_dir, exist_ok=True)
+        self.dist, self.reducer = dist, None
+        self.is_main = dist is None or dist.is_main
+        if dist is not None:
+            self._join(dist)
+        if self.is_main:
+            os.makedirs(args.out_dir, exist_ok=True)
         self.metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
 
     # --- one step ----------------------------------------------------------
@@ -126,12 +143,18 @@ class Trainer:
         model, n = self.model, self.args.grad_accum_steps
         model.train()
         loss_sum, tokens = 0.0, 0
-        for _ in range(n):
+        for i in range(n):
             batch = self.train_batches.next_batch()
             out = model(**batch)
+            if self.reducer is not None and i == n - 1:
+                self.reducer.arm()                      # buckets start as backward fills them
             model.backward(1.0 / n)                     # the mean over micro-batches
             loss_sum += float(out.loss) / n
             tokens += int(np.size(batch["input_ids"]))
+        if self.dist is not None:                       # the mean over ranks, the same everywhere
+            self.reducer.finish(f"step {self.step + 1}")
+            loss_sum, tokens = self.dist.allreduce_sum([loss_sum, tokens], "loss all-reduce")
+            loss_sum, tokens = float(loss_sum) / self.dist.world_size, int(tokens)
         if not math.isfinite(loss_sum):
             model.zero_grad()
             raise TrainingError(
@@ -160,9 +183,18 @@ class Trainer:
                 for k, v in self.metrics_fn(batch, out).items():
                     extra.setdefault(k, []).append(float(v))
         val_loss = float(np.mean(losses))
+        # A metric undefined on a batch (NaN: an accuracy over no counted tokens) is left out.
+        keys = list(extra)
+        sums = [float(np.nansum(extra[k])) for k in keys]
+        counts = [float(np.sum(~np.isnan(extra[k]))) for k in keys]
+        if self.dist is not None:                       # each rank evaluated its shard
+            totals = self.dist.allreduce_sum([val_loss, *sums, *counts], "evaluation all-reduce")
+            val_loss = float(totals[0]) / self.dist.world_size
+            sums, counts = totals[1:1 + len(keys)], totals[1 + len(keys):]
+        means = {k: float(s / c) if c else float("nan") for k, s, c in zip(keys, sums, counts)}
         return {"step": self.step, "val_loss": val_loss,
                 "val_ppl": float(math.exp(min(val_loss, 700.0))),
-                **{f"val_{k}": float(np.mean(v)) for k, v in extra.items()}}
+                **{f"val_{k}": v for k, v in means.items()}}
 
     # --- the loop ----------------------------------------------------------
     def train(self, resume: bool = False):
@@ -171,7 +203,7 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         bar = None
-        if args.progress:
+        if args.progress and self.is_main:
             from tqdm.auto import tqdm  # noqa: PLC0415
 
             bar = tqdm(total=args.max_steps, initial=self.step, desc="train", unit="step",
@@ -207,13 +239,65 @@ class Trainer:
 
     def _log(self, record):
         self.history.append(record)
+        if not self.is_main:
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    # --- data parallel ---------------------------------------------------------
+    def _join(self, dist):
+        """Same weights and set-up on every rank; a gradient reducer; per-rank dropout."""
+        from scratchlm import backend  # noqa: PLC0415
+        from scratchlm.distributed import rank_seed  # noqa: PLC0415
+
+        a = self.args
+        dist.check_agreement("the training set-up", {
+            "args": {k: v for k, v in asdict(a).items() if k not in ("out_dir", "progress")},
+            "parameters": [(n, list(p.shape), p.dtype.name, p.requires_grad)
+                           for n, p in self.model.named_parameters()],
+            "optimizer": type(self.optimizer).__name__,
+            "data": self.train_batches.state_dict(),
+            "eval_batches": len(self.eval_batches or ())})
+        dist.broadcast_parameters(self.model)
+        self.reducer = dist.gradient_reducer(self.model)
+        if dist.world_size > 1 and self.model.rng is not None:
+            self.model.set_rng(backend.default_rng(rank_seed(a.seed, dist.rank)))
+
+    def _gather_for_checkpoint(self):
+        """Every rank's dropout state (for rank 0 to save); check the weights agree."""
+        from scratchlm.distributed import fingerprint  # noqa: PLC0415
+
+        self.dist.check_agreement(f"the weights at step {self.step}",
+                                  fingerprint(self.model.state_dict().values()))
+        return self.dist.allgather_object(_rng_state(self.model.rng), "dropout states")
+
+    def _check_checkpoint(self, directory, state):
+        """The checkpoint's world size is this run's; with dist, every rank read the same."""
+        world = 1 if self.dist is None else self.dist.world_size
+        saved = int(state.get("world_size", 1))
+        if saved != world:
+            raise ValueError(f"resume: the checkpoint in {directory} was written by a run of "
+                             f"{saved} rank(s), this run has {world}; resume with the same "
+                             f"number (mpirun -n {saved} ...), since the global batch and "
+                             "the dropout streams depend on it")
+        if self.dist is not None:
+            from scratchlm.distributed import file_fingerprint  # noqa: PLC0415
+
+            names = ("trainer_state.json", "model.safetensors", "optimizer.safetensors")
+            self.dist.check_agreement("the checkpoint to resume from", {
+                "step": state["step"],
+                "content": file_fingerprint(os.path.join(directory, n) for n in names)})
 
     # --- checkpoints ---------------------------------------------------------
     def save_checkpoint(self):
         """Write model, optimizer, step and RNG states to out_dir/checkpoint, atomically."""
         final = os.path.join(self.args.out_dir, CHECKPOINT_DIR)
+        rngs = None
+        if self.dist is not None:                       # rank 0 writes; all check and wait
+            rngs = self._gather_for_checkpoint()
+            if not self.is_main:
+                self.dist.barrier(f"checkpoint of step {self.step}")
+                return final
         tmp, old = final + ".tmp", final + ".old"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -234,6 +318,8 @@ class Trainer:
             "optimizer_groups": opt_state["param_groups"],
             "model_rng": _rng_state(self.model.rng),
             "data": self.train_batches.state_dict(),
+            "world_size": 1 if self.dist is None else self.dist.world_size,
+            **({"model_rng_per_rank": rngs} if rngs and len(rngs) > 1 else {}),
             "args": {k: v for k, v in asdict(self.args).items()},
         }
         path = os.path.join(tmp, "trainer_state.json")
@@ -250,6 +336,8 @@ class Trainer:
         os.replace(tmp, final)                          # ... until the new one is in place
         _fsync_dir(self.args.out_dir)
         shutil.rmtree(old, ignore_errors=True)
+        if self.dist is not None:
+            self.dist.barrier(f"checkpoint of step {self.step}")
         return final
 
     def load_checkpoint(self, directory=None):
@@ -263,6 +351,7 @@ class Trainer:
                                     "(train without --resume first)")
         with open(state_path) as f:
             state = json.load(f)
+        self._check_checkpoint(directory, state)
         self.model.load_state_dict(read_safetensors(os.path.join(directory, "model.safetensors")))
         arrays = read_safetensors(os.path.join(directory, "optimizer.safetensors"))
         opt_state: dict = {}
@@ -271,7 +360,8 @@ class Trainer:
             opt_state.setdefault(int(index), {})[name] = v
         self.optimizer.load_state_dict({"state": opt_state,
                                         "param_groups": state["optimizer_groups"]})
-        _set_rng_state(self.model.rng, state["model_rng"])
+        rngs = state.get("model_rng_per_rank")
+        _set_rng_state(self.model.rng, rngs[self.dist.rank] if rngs else state["model_rng"])
         self.train_batches.load_state_dict(state["data"])
         self.step = int(state["step"])
         return state

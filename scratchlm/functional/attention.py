@@ -18,6 +18,16 @@ Masked scores take the dtype's most negative finite value (never a magic
 -1e4), so exp() underflows to exactly 0 and the masked key receives no
 weight and no gradient. A query row whose keys are all masked gives zeros
 and zero gradients, never NaN.
+
+Two variants live beside the plain pair, each tested equal to it:
+
+* ``attention_forward_fast`` / ``attention_backward_fast``: the same steps,
+  one (batch, head) at a time while its T x T scores sit in the cache,
+  heads shared out over the CPU threads; output in merged-heads layout.
+* ``attention_forward_blockwise`` / ``attention_backward_blockwise``: memory
+  O(T) per row instead of O(T^2): keys and values in blocks with an online
+  softmax; the cache keeps each row's maximum and sum of exponentials, and
+  the backward recomputes the blocks from them.
 """
 
 from __future__ import annotations
@@ -27,11 +37,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from scratchlm.backend import get_array_module
+from scratchlm.backend import get_array_module, parallel_for
 from scratchlm.functional._checks import (
     check_float, check_probability, check_same_dtype, check_shape,
 )
-from scratchlm.functional.dropout import dropout_backward, dropout_forward
+from scratchlm.functional.dropout import DropoutCache, dropout_backward, dropout_forward
 
 Array = Any
 
@@ -67,6 +77,9 @@ class AttentionCache(NamedTuple):
     scale: float        # the score scale, 1/sqrt(D) by default
 
 
+_NO_DROPOUT = DropoutCache(None, 1.0)
+
+
 def causal_keep(Tq, Tk, xp=np):
     """(Tq, Tk) bool: query i (at position Tk - Tq + i) may see key j <= its position."""
     return xp.tri(Tq, Tk, k=Tk - Tq, dtype=bool)
@@ -99,6 +112,23 @@ def _prepare_mask(op, mask, B, H, Tq, Tk, xp):
     raise TypeError(f"{op}: mask must be boolean, integer (0/1) or floating; got {mask.dtype}")
 
 
+def _check_attention(op, q, k, v, causal, dropout_p):
+    """Shapes and dtypes of q, k, v; returns B, H, Tq, Tk, D and the checked dropout_p."""
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        check_float(op, name, a, ndim=4)
+    check_same_dtype(op, q=q, k=k, v=v)
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
+        raise ValueError(f"{op}: k and v must have shape (B, H, Tk, D) = ({B}, {H}, Tk, {D}) "
+                         f"to match q {tuple(q.shape)}; got k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if causal and Tk < Tq:
+        raise ValueError(f"{op}: causal attention needs at least as many keys as queries; "
+                         f"got Tq={Tq}, Tk={Tk}")
+    return B, H, Tq, Tk, D, check_probability(op, "dropout_p", dropout_p)
+
+
 def attention_forward(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
                       scale=None):
     """Scaled dot-product attention over heads, with optional masks and dropout.
@@ -115,19 +145,7 @@ def attention_forward(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
     Returns: out, AttentionCache
     """
     op = "attention_forward"
-    for name, a in (("q", q), ("k", k), ("v", v)):
-        check_float(op, name, a, ndim=4)
-    check_same_dtype(op, q=q, k=k, v=v)
-    B, H, Tq, D = q.shape
-    Tk = k.shape[2]
-    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
-        raise ValueError(f"{op}: k and v must have shape (B, H, Tk, D) = ({B}, {H}, Tk, {D}) "
-                         f"to match q {tuple(q.shape)}; got k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)}")
-    if causal and Tk < Tq:
-        raise ValueError(f"{op}: causal attention needs at least as many keys as queries; "
-                         f"got Tq={Tq}, Tk={Tk}")
-    dropout_p = check_probability(op, "dropout_p", dropout_p)
+    B, H, Tq, Tk, D, dropout_p = _check_attention(op, q, k, v, causal, dropout_p)
     xp = get_array_module(q, k, v, mask)
     keep, additive = _prepare_mask(op, mask, B, H, Tq, Tk, xp)
     if causal:
@@ -185,6 +203,253 @@ def attention_backward(dout, cache):
     dscores *= scale                                    # back through (1)
     dq = dscores @ k
     dk = dscores.swapaxes(-1, -2) @ q
+    return dq, dk, dv
+
+
+# --- the fast CPU variant: one head at a time, heads over the threads -----------------
+
+HEAD_WORK_PER_THREAD = 1 << 16   # score elements a thread should get, at least
+PER_HEAD_FROM = 1 << 12          # fewer scores per head (decoding): the plain batched op
+
+
+def attention_forward_fast(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
+                           scale=None):
+    """attention_forward computed head by head, the heads shared out over the CPU threads.
+
+    The same steps (1)-(5) on each (batch, head) in turn, while its Tq x Tk
+    scores are in the cache, each product a single-threaded BLAS call. The
+    output is written in merged-heads layout: ``out`` is a (B, H, Tq, D) view
+    of a (B, Tq, H, D) array, so merge_heads(out) needs no copy. With a user
+    mask, dropout on the weights, or a few scores per head (decoding one
+    token), this is attention_forward itself.
+    Shapes, returns and cache as attention_forward (tested equal).
+    """
+    xp = get_array_module(q, k, v, mask)
+    if mask is not None or dropout_p != 0.0 or xp is not np \
+            or q.shape[2] * k.shape[2] < PER_HEAD_FROM:   # decoding: few scores per head
+        return attention_forward(q, k, v, causal, mask, dropout_p, rng, scale)
+    B, H, Tq, Tk, D, dropout_p = _check_attention("attention_forward_fast", q, k, v, causal,
+                                                  dropout_p)
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    hide = ~causal_keep(Tq, Tk) if causal else None     # (Tq, Tk) the future, when causal
+    lowest = np.finfo(q.dtype).min
+    att = np.empty((B, H, Tq, Tk), dtype=q.dtype)
+    out = np.empty((B, Tq, H, D), dtype=q.dtype).transpose(0, 2, 1, 3)   # (B, H, Tq, D)
+
+    def heads(lo, hi):
+        for i in range(lo, hi):
+            b, h = divmod(i, H)
+            s = att[b, h]                               # (Tq, Tk), filled in place
+            np.matmul(q[b, h], k[b, h].T, out=s)        # (1)
+            s *= scale
+            if hide is not None:
+                np.copyto(s, lowest, where=hide)        # (2b)
+            s -= s.max(axis=-1, keepdims=True)          # (3) softmax
+            np.exp(s, out=s)
+            s /= s.sum(axis=-1, keepdims=True)
+            np.matmul(s, v[b, h], out=out[b, h])        # (5)
+
+    parallel_for(B * H, heads, max(1, HEAD_WORK_PER_THREAD // (Tq * Tk)))
+    return out, AttentionCache(q, k, v, att, att, _NO_DROPOUT, scale)
+
+
+def attention_backward_fast(dout, cache, out=None):
+    """attention_backward head by head over the CPU threads (same math, tested equal).
+
+    ``out``: optional (dq, dk, dv) arrays (or views, such as the head views of
+    a fused (B, T, 3C) gradient) to write into. With dropout on the weights
+    this is attention_backward itself.
+    Returns: dq, dk, dv
+    """
+    q, k, v, att, att_d, drop_cache, scale = cache
+    if drop_cache.keep is not None or get_array_module(dout) is not np:
+        grads = attention_backward(dout, cache)
+        if out is None:
+            return grads
+        for o, g in zip(out, grads):
+            o[...] = g
+        return out
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    dq, dk, dv = out if out is not None else (np.empty_like(q), np.empty_like(k),
+                                              np.empty_like(v))
+
+    def heads(lo, hi):
+        dscores = np.empty((Tq, Tk), dtype=q.dtype)     # this thread's scratch
+        tmp = np.empty((Tq, Tk), dtype=q.dtype)
+        for i in range(lo, hi):
+            b, h = divmod(i, H)
+            a = att[b, h]
+            np.matmul(a.T, dout[b, h], out=dv[b, h])    # back through (5): v
+            np.matmul(dout[b, h], v[b, h].T, out=dscores)   # back through (5): att
+            dscores *= a                                # back through (3)
+            np.multiply(a, dscores.sum(axis=-1, keepdims=True), out=tmp)
+            dscores -= tmp
+            dscores *= scale                            # back through (1)
+            np.matmul(dscores, k[b, h], out=dq[b, h])
+            np.matmul(dscores.T, q[b, h], out=dk[b, h])
+
+    parallel_for(B * H, heads, max(1, HEAD_WORK_PER_THREAD // (Tq * Tk)))
+    return dq, dk, dv
+
+
+# --- memory-efficient attention: keys in blocks, an online softmax --------------------
+
+class BlockwiseAttentionCache(NamedTuple):
+    q: Array            # (B, H, Tq, D)
+    k: Array            # (B, H, Tk, D)
+    v: Array            # (B, H, Tk, D)
+    out: Array          # (B, H, Tq, D) the output, for the rows' sum of dout * out
+    row_max: Array      # (B, H, Tq, 1) each row's largest score m (0 for a row of -inf)
+    row_sum: Array      # (B, H, Tq, 1) each row's sum of exp(s - m) (+inf: the row sees nothing)
+    keep: Any           # (B, H, Tq, Tk) boolean user mask (a broadcast view), or None
+    additive: Any       # (B, H, Tq, Tk) additive mask (a broadcast view), or None
+    causal: bool
+    scale: float
+    block_size: int
+
+
+def _block_scores(q, k, b, h, i0, i1, j0, j1, keep, additive, causal, Tk_minus_Tq, scale,
+                  lowest):
+    """Scores of queries i0:i1 against keys j0:j1 of head (b, h), masked as in steps (1)-(2).
+
+    Returns the (i1 - i0, j1 - j0) scores and the block's boolean keep-mask (None: all kept).
+    """
+    s = q[b, h, i0:i1] @ k[b, h, j0:j1].T              # (1)
+    s *= scale
+    if additive is not None:
+        s += additive[b, h, i0:i1, j0:j1]               # (2a)
+    kept = None if keep is None else keep[b, h, i0:i1, j0:j1]
+    if causal and j1 - 1 > i0 + Tk_minus_Tq:            # some key of the block is in the future
+        tril = (np.arange(j0, j1)[None, :] <= np.arange(i0, i1)[:, None] + Tk_minus_Tq)
+        kept = tril if kept is None else kept & tril
+    if kept is not None:
+        np.copyto(s, lowest, where=~kept)               # (2b)
+    return s, kept
+
+
+def _key_blocks(i0, i1, Tk, bs, causal, additive, Tk_minus_Tq):
+    """Key blocks that queries i0:i1 can see. Blocks wholly in the future of every query are
+    skipped, except under an additive mask: a row whose kept scores all carry the most
+    negative value is uniform over all its keys, future ones included, as in the plain op."""
+    last = Tk if not causal or additive is not None else min(Tk, i1 + Tk_minus_Tq)
+    return [(j0, min(j0 + bs, last)) for j0 in range(0, last, bs)]
+
+
+def attention_forward_blockwise(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
+                                scale=None, block_size=256):
+    """attention_forward in O(T) memory per row: keys in blocks, with an online softmax.
+
+    Math (one query row, key blocks j = 1, 2, ...; s_j its masked, scaled scores):
+        m_j = max(m_{j-1}, max s_j)                running maximum (m_0 = -inf)
+        l_j = l_{j-1} exp(m_{j-1} - m_j) + sum exp(s_j - m_j)
+        o_j = o_{j-1} exp(m_{j-1} - m_j) + exp(s_j - m_j) v_j
+        out = o_J / l_J
+    which is softmax(s) v without ever holding a whole row of scores: only a
+    block_size x block_size block. The cache keeps m_J and l_J per row (not
+    their log-sum-exp m + log l, which loses log l when m is the dtype's most
+    negative value). Masks as in attention_forward; no dropout.
+    Shapes as attention_forward.
+    Returns: out (B, H, Tq, D), BlockwiseAttentionCache
+    """
+    op = "attention_forward_blockwise"
+    B, H, Tq, Tk, D, dropout_p = _check_attention(op, q, k, v, causal, dropout_p)
+    if dropout_p != 0.0:
+        raise ValueError(f"{op}: dropout on the attention weights is not supported in the "
+                         f"blockwise path; got dropout_p={dropout_p} (use attention_forward)")
+    xp = get_array_module(q, k, v, mask)
+    if xp is not np:
+        raise TypeError(f"{op}: the blockwise path runs on NumPy arrays only")
+    keep, additive = _prepare_mask(op, mask, B, H, Tq, Tk, xp)
+    full = (B, H, Tq, Tk)
+    keep = None if keep is None else np.broadcast_to(keep, full)
+    additive = None if additive is None else np.broadcast_to(additive, full)
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    bs, shift, lowest = int(block_size), Tk - Tq, np.finfo(q.dtype).min
+    out = np.empty((B, Tq, H, D), dtype=q.dtype).transpose(0, 2, 1, 3)   # (B, H, Tq, D)
+    row_max = np.empty((B, H, Tq, 1), dtype=q.dtype)
+    row_sum = np.empty((B, H, Tq, 1), dtype=q.dtype)
+
+    def heads(lo, hi):
+        for n in range(lo, hi):
+            b, h = divmod(n, H)
+            for i0 in range(0, Tq, bs):
+                i1 = min(i0 + bs, Tq)
+                m = np.full((i1 - i0, 1), -np.inf, dtype=q.dtype)   # running row maximum
+                l = np.zeros((i1 - i0, 1), dtype=q.dtype)           # running sum of exps
+                o = np.zeros((i1 - i0, D), dtype=q.dtype)           # running weighted values
+                seen = np.zeros((i1 - i0, 1), dtype=bool) if mask is not None else None
+                for j0, j1 in _key_blocks(i0, i1, Tk, bs, causal, additive, shift):
+                    s, kept = _block_scores(q, k, b, h, i0, i1, j0, j1, keep, additive,
+                                            causal, shift, scale, lowest)
+                    if seen is not None:                # rows that see some key (as plain)
+                        sees = kept if additive is None else (
+                            ~np.isneginf(s) if kept is None else kept & ~np.isneginf(s))
+                        seen |= sees.any(axis=-1, keepdims=True) if sees is not None else True
+                    m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
+                    m_safe = np.where(np.isneginf(m_new), 0.0, m_new)  # rows all -inf so far:
+                    s -= m_safe                         # shift by 0, their exps are 0
+                    p = np.exp(s, out=s)                # exp(s_j - m_j)
+                    rescale = np.exp(m - m_safe)        # exp(m_{j-1} - m_j)
+                    l *= rescale
+                    l += p.sum(axis=-1, keepdims=True)
+                    o *= rescale
+                    o += p @ v[b, h, j0:j1]
+                    m = m_new
+                empty = l == 0                          # every score -inf: zeros, as plain
+                if seen is not None:
+                    empty |= ~seen
+                o /= np.where(empty, 1.0, l)
+                o[empty[:, 0]] = 0.0
+                out[b, h, i0:i1] = o
+                row_max[b, h, i0:i1] = np.where(np.isneginf(m), 0.0, m)
+                row_sum[b, h, i0:i1] = np.where(empty, np.inf, l)
+
+    parallel_for(B * H, heads)
+    return out, BlockwiseAttentionCache(q, k, v, out, row_max, row_sum, keep, additive,
+                                        bool(causal), scale, bs)
+
+
+def attention_backward_blockwise(dout, cache):
+    """Gradients of attention_forward_blockwise, recomputing each block from the row statistics.
+
+    Math (one query row; att_j = exp(s_j - m) / l, the softmax weights of block j):
+        delta  = sum_d dout * out                  (= sum_keys datt * att)
+        dv_j  += att_j^T dout
+        datt_j = dout v_j^T
+        ds_j   = att_j * (datt_j - delta) * scale  (the softmax Jacobian, as plain)
+        dq    += ds_j k_j,   dk_j += ds_j^T q
+    Returns: dq (B, H, Tq, D), dk (B, H, Tk, D), dv (B, H, Tk, D)
+    """
+    q, k, v, out, row_max, row_sum, keep, additive, causal, scale, bs = cache
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    shift, lowest = Tk - Tq, np.finfo(q.dtype).min
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+
+    def heads(lo, hi):
+        for n in range(lo, hi):
+            b, h = divmod(n, H)
+            for i0 in range(0, Tq, bs):
+                i1 = min(i0 + bs, Tq)
+                do = dout[b, h, i0:i1]                  # (bq, D)
+                delta = (do * out[b, h, i0:i1]).sum(axis=-1, keepdims=True)
+                m, l = row_max[b, h, i0:i1], row_sum[b, h, i0:i1]
+                for j0, j1 in _key_blocks(i0, i1, Tk, bs, causal, additive, shift):
+                    s, _ = _block_scores(q, k, b, h, i0, i1, j0, j1, keep, additive, causal,
+                                         shift, scale, lowest)
+                    s -= m
+                    att = np.exp(s, out=s)
+                    att /= l                            # l = +inf: a row that sees nothing
+                    dv[b, h, j0:j1] += att.T @ do
+                    ds = do @ v[b, h, j0:j1].T          # datt
+                    ds -= delta
+                    ds *= att
+                    ds *= scale
+                    dq[b, h, i0:i1] += ds @ k[b, h, j0:j1]
+                    dk[b, h, j0:j1] += ds.T @ q[b, h, i0:i1]
+
+    parallel_for(B * H, heads)
     return dq, dk, dv
 
 

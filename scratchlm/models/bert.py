@@ -34,6 +34,7 @@ from scratchlm.nn import (
     Activation, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter,
     TransformerBlock,
 )
+from scratchlm.nn.layers import fast_or_plain
 
 
 def _check_config(where, config, dtype):
@@ -247,13 +248,15 @@ class BertLMPredictionHead(Module):
 
     def forward(self, x):
         h = self.transform.forward(x)                   # (1) (B, T, C)
-        logits, cache = F.linear_forward(h, self.word_embeddings.weight.data.T,
-                                         self.bias.data)  # (2) (B, T, V)
+        linear_forward = fast_or_plain(F.linear_forward, F.linear_forward_fast, h)
+        logits, cache = linear_forward(h, self.word_embeddings.weight.data.T,
+                                       self.bias.data)    # (2) (B, T, V)
         self._save(cache)
         return logits
 
     def backward(self, dlogits):
-        dh, dW, db = F.linear_backward(dlogits, self._pop_cache())  # back through (2)
+        linear_backward = fast_or_plain(F.linear_backward, F.linear_backward_fast, dlogits)
+        dh, dW, db = linear_backward(dlogits, self._pop_cache())    # back through (2)
         self.word_embeddings.weight.accumulate(dW.T)    # tied decoder: gradients add at the fork
         self.bias.accumulate(db)
         return self.transform.backward(dh)              # back through (1)

@@ -25,6 +25,7 @@ from scratchlm.models.configs import GPTConfig
 from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
 from scratchlm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, TransformerBlock
+from scratchlm.nn.layers import fast_or_plain
 
 
 class GPT(PretrainedMixin, Module):
@@ -98,7 +99,8 @@ class GPT(PretrainedMixin, Module):
         for layer, block in enumerate(self.h):          # (4)
             x = block.forward(x, mask, None if kv_caches is None else kv_caches[layer])
         x = self.ln_f.forward(x)                        # (5)
-        logits, head_cache = F.linear_forward(x, self.wte.weight.data.T)  # (6) tied head
+        linear_forward = fast_or_plain(F.linear_forward, F.linear_forward_fast, x)
+        logits, head_cache = linear_forward(x, self.wte.weight.data.T)  # (6) tied head
         loss = ce_cache = None
         if labels is not None:
             # Shift: position t predicts token t+1. Shifting the labels left (the
@@ -106,7 +108,9 @@ class GPT(PretrainedMixin, Module):
             # logits contiguous; the mean over counted targets is the same.
             targets = xp.full_like(labels, -100)
             targets[:, :-1] = labels[:, 1:]
-            loss, ce_cache = F.cross_entropy_forward(logits, targets)  # (7)
+            cross_entropy = fast_or_plain(F.cross_entropy_forward,
+                                          F.cross_entropy_forward_fast, logits)
+            loss, ce_cache = cross_entropy(logits, targets)  # (7)
         self._save((head_cache, ce_cache))
         return ModelOutput(loss=loss, logits=logits)
 
@@ -121,8 +125,10 @@ class GPT(PretrainedMixin, Module):
             if ce_cache is None:
                 raise RuntimeError("GPT.backward: the forward computed no loss; pass labels= "
                                    "to forward, or dlogits= to backward")
-            dlogits = F.cross_entropy_backward(dloss, ce_cache)  # back through (7)
-        dx, dW_head, _ = F.linear_backward(dlogits, head_cache)  # back through (6)
+            dlogits = fast_or_plain(F.cross_entropy_backward, F.cross_entropy_backward_fast,
+                                    ce_cache.probs)(dloss, ce_cache)  # back through (7)
+        dx, dW_head, _ = fast_or_plain(F.linear_backward, F.linear_backward_fast,
+                                       dlogits)(dlogits, head_cache)  # back through (6)
         dx = self.ln_f.backward(dx)                     # back through (5)
         for block in reversed(self.h):                  # back through (4)
             dx = block.backward(dx)

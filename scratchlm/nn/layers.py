@@ -8,6 +8,11 @@ residual stream), the two gradients are added on a line of their own.
 
 Initial weights are drawn on the host from a NumPy Generator and then moved
 to the active backend, so a seed gives the same model on CPU and GPU.
+
+On the CPU, with ``backend.fast_path()`` on (the default), layers call the
+fast variant of each op where there is one (``F.linear_forward_fast`` for
+``F.linear_forward``, ...): the same math over the CPU threads, tested equal
+to the plain op. ``fast_or_plain`` makes that choice in one place.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from scratchlm import functional as F
 from scratchlm.functional._checks import check_probability
 from scratchlm.nn.module import Module
 from scratchlm.nn.parameter import Parameter
+
+
+def fast_or_plain(plain, fast, *arrays):
+    """The fast CPU variant of an op if the fast path applies to these arrays, else the plain op."""
+    return fast if backend.fast_path(*arrays) else plain
 
 
 def _param(array, dtype):
@@ -42,15 +52,17 @@ class Linear(Module):
         self.bias = _param(np.zeros(out_features), dtype) if bias else None
 
     def forward(self, x):
-        y, cache = F.linear_forward(x, self.weight.data,
-                                    None if self.bias is None else self.bias.data)
+        linear_forward = fast_or_plain(F.linear_forward, F.linear_forward_fast, x)
+        y, cache = linear_forward(x, self.weight.data,
+                                  None if self.bias is None else self.bias.data)
         self._save(cache)
         return y
 
     def backward(self, dout):
         train_b = self.bias is not None and self.bias.requires_grad
-        dx, dW, db = F.linear_backward(dout, self._pop_cache(),   # frozen: no dW / db work
-                                       need_dW=self.weight.requires_grad, need_db=train_b)
+        linear_backward = fast_or_plain(F.linear_backward, F.linear_backward_fast, dout)
+        dx, dW, db = linear_backward(dout, self._pop_cache(),     # frozen: no dW / db work
+                                     need_dW=self.weight.requires_grad, need_db=train_b)
         if dW is not None:
             self.weight.accumulate(dW)
         if db is not None:
@@ -86,7 +98,7 @@ class Embedding(Module):
         cache = self._pop_cache()
         if not self.weight.requires_grad:
             return                                      # frozen table: no scatter-add at all
-        dW = F.embedding_backward(dout, cache)
+        dW = fast_or_plain(F.embedding_backward, F.embedding_backward_fast, dout)(dout, cache)
         if self.padding_idx is not None:
             dW[self.padding_idx] = 0                    # as torch: no gradient for this row
         self.weight.accumulate(dW)
@@ -105,12 +117,14 @@ class LayerNorm(Module):
         self.bias = _param(np.zeros(normalized_shape), dtype)
 
     def forward(self, x):
-        y, cache = F.layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
+        layernorm_forward = fast_or_plain(F.layernorm_forward, F.layernorm_forward_fast, x)
+        y, cache = layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
         self._save(cache)
         return y
 
     def backward(self, dout):
-        dx, dgamma, dbeta = F.layernorm_backward(dout, self._pop_cache())
+        layernorm_backward = fast_or_plain(F.layernorm_backward, F.layernorm_backward_fast, dout)
+        dx, dgamma, dbeta = layernorm_backward(dout, self._pop_cache())
         self.weight.accumulate(dgamma)
         self.bias.accumulate(dbeta)
         return dx
@@ -156,10 +170,11 @@ class Activation(Module):
         self.name, self.kind = name, ACTIVATIONS[name]
 
     def forward(self, x):
+        gelu_forward = fast_or_plain(F.gelu_forward, F.gelu_forward_fast, x)
         if self.kind == "gelu_erf":
-            y, cache = F.gelu_forward(x, "none")
+            y, cache = gelu_forward(x, "none")
         elif self.kind == "gelu_tanh":
-            y, cache = F.gelu_forward(x, "tanh")
+            y, cache = gelu_forward(x, "tanh")
         elif self.kind == "relu":
             y, cache = F.relu_forward(x)
         else:
@@ -170,13 +185,21 @@ class Activation(Module):
     def backward(self, dout):
         cache = self._pop_cache()
         if self.kind in ("gelu_erf", "gelu_tanh"):
-            return F.gelu_backward(dout, cache)
+            return fast_or_plain(F.gelu_backward, F.gelu_backward_fast, dout)(dout, cache)
         if self.kind == "relu":
             return F.relu_backward(dout, cache)
         return F.tanh_backward(dout, cache)
 
     def extra_repr(self):
         return self.name
+
+
+# Attention paths: "plain" keeps every score (the textbook op, or its fast CPU
+# variant); "blockwise" keeps one block of scores at a time (memory O(T) per
+# row, the backward recomputes the blocks); "auto" is blockwise past
+# BLOCKWISE_FROM keys, where the T x T scores of every layer would crowd memory.
+ATTENTION_PATHS = ("auto", "plain", "blockwise")
+BLOCKWISE_FROM = 1024
 
 
 class MultiHeadSelfAttention(Module):
@@ -186,6 +209,9 @@ class MultiHeadSelfAttention(Module):
         q, k, v -> (B, H, T, D) heads
         a = attention(q, k, v)           causal or not, masked, dropout on weights
         out = dropout(merge(a) W_o + b_o)   c_proj: (C, C), then residual dropout
+
+    ``attention`` chooses the path ("auto", "plain" or "blockwise", see
+    ATTENTION_PATHS); ``block_size`` is the blockwise path's block.
     """
 
     def __init__(self, n_embd, n_head, *, causal, attn_pdrop=0.0, resid_pdrop=0.0,
@@ -196,10 +222,35 @@ class MultiHeadSelfAttention(Module):
                              f"by n_head={n_head}")
         self.n_embd, self.n_head, self.causal = n_embd, n_head, causal
         self.attn_pdrop = attn_pdrop
+        self.attention, self.block_size = "auto", 256
         self.c_attn = Linear(n_embd, 3 * n_embd, std=std, rng=rng, dtype=dtype)
         self.c_proj = Linear(n_embd, n_embd, std=std if proj_std is None else proj_std,
                              rng=rng, dtype=dtype)
         self.resid_dropout = Dropout(resid_pdrop)
+
+    def set_attention(self, path="auto", block_size=None):
+        """Choose the attention path ("auto", "plain", "blockwise") and the blockwise block."""
+        if path not in ATTENTION_PATHS:
+            raise ValueError(f"set_attention: path must be one of {ATTENTION_PATHS}; "
+                             f"got {path!r}")
+        self.attention = path
+        if block_size is not None:
+            if isinstance(block_size, bool) or not isinstance(block_size, int) \
+                    or block_size < 1:
+                raise ValueError(f"set_attention: block_size must be a positive int; "
+                                 f"got {block_size!r}")
+            self.block_size = block_size
+        return self
+
+    def _blockwise(self, Tk, p, q):
+        if self.attention == "plain" or backend.is_cupy_array(q):
+            return False
+        if self.attention == "blockwise":
+            if p:
+                raise ValueError("MultiHeadSelfAttention: the blockwise attention path has no "
+                                 f"dropout on the weights; got attn_pdrop={p} in training")
+            return True
+        return Tk > BLOCKWISE_FROM and p == 0
 
     def forward(self, x, mask=None, kv_cache=None):
         """x (B, T, C), mask as in functional.attention, kv_cache for decoding -> (B, T, C)."""
@@ -211,8 +262,13 @@ class MultiHeadSelfAttention(Module):
         if kv_cache is not None:                        #     decoding: past keys too
             k, v = kv_cache.append(k, v)
         p = self.attn_pdrop if self.training else 0.0
-        a, att_cache = F.attention_forward(q, k, v, causal=self.causal, mask=mask,
-                                           dropout_p=p, rng=self.rng)  # (3)
+        if self._blockwise(k.shape[2], p, q):           # (3) one of three equal paths
+            a, att_cache = F.attention_forward_blockwise(q, k, v, causal=self.causal,
+                                                         mask=mask, block_size=self.block_size)
+        else:
+            attention_forward = fast_or_plain(F.attention_forward, F.attention_forward_fast, q)
+            a, att_cache = attention_forward(q, k, v, causal=self.causal, mask=mask,
+                                             dropout_p=p, rng=self.rng)
         y = self.c_proj.forward(F.merge_heads(a))       # (4) (B, T, C)
         y = self.resid_dropout.forward(y)               # (5)
         self._save(att_cache)
@@ -222,13 +278,21 @@ class MultiHeadSelfAttention(Module):
         C, H = self.n_embd, self.n_head
         att_cache = self._pop_cache()
         dy = self.resid_dropout.backward(dout)          # back through (5)
-        da = self.c_proj.backward(dy)                   # back through (4)
-        dq, dk, dv = F.attention_backward(F.split_heads(da, H), att_cache)  # (3)
-        B, T = da.shape[:2]
-        dqkv = self.xp.empty((B, T, 3 * C), dtype=da.dtype)  # back through (2): write
-        F.split_heads(dqkv[..., :C], H)[...] = dq       # each head's gradient into
-        F.split_heads(dqkv[..., C:2 * C], H)[...] = dk  # its slot of the fused qkv
-        F.split_heads(dqkv[..., 2 * C:], H)[...] = dv
+        da = F.split_heads(self.c_proj.backward(dy), H)  # back through (4)
+        B, T = da.shape[0], da.shape[2]
+        dqkv = self.xp.empty((B, T, 3 * C), dtype=da.dtype)  # back through (2): each head's
+        heads = (F.split_heads(dqkv[..., :C], H),       # gradient goes to its slot of the
+                 F.split_heads(dqkv[..., C:2 * C], H),  # fused qkv
+                 F.split_heads(dqkv[..., 2 * C:], H))
+        if isinstance(att_cache, F.BlockwiseAttentionCache):   # back through (3)
+            grads = F.attention_backward_blockwise(da, att_cache)
+        elif backend.fast_path(da):
+            grads = F.attention_backward_fast(da, att_cache, out=heads)
+        else:
+            grads = F.attention_backward(da, att_cache)
+        for slot, g in zip(heads, grads):
+            if slot is not g:
+                slot[...] = g
         return self.c_attn.backward(dqkv)               # back through (1)
 
     def extra_repr(self):

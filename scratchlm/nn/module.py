@@ -84,6 +84,18 @@ class Module:
         for p in self.parameters():
             p.zero_grad()
 
+    def set_attention(self, path: str = "auto", block_size: int | None = None):
+        """Choose the path of every attention layer inside: "plain" (every score in
+        memory), "blockwise" (one block of scores at a time; memory O(T) per row)
+        or "auto" (blockwise for long sequences). All three give the same results."""
+        layers = [m for m in self.modules() if m is not self and hasattr(m, "set_attention")
+                  and type(m).set_attention is not Module.set_attention]
+        if type(self).set_attention is not Module.set_attention:
+            layers.append(self)
+        for m in layers:
+            m.set_attention(path, block_size)
+        return self
+
     def set_rng(self, rng) -> None:
         """Give every sub-module the random Generator that drives dropout."""
         for m in self.modules():
@@ -169,14 +181,14 @@ class Module:
 
     @property
     def dtype(self):
-        params = self.parameters()
-        return params[0].dtype if params else None
+        first = next(self.named_parameters(), None)     # the first is enough: no full walk
+        return first[1].dtype if first else None
 
     @property
     def xp(self):
         """The array module of this module's parameters."""
-        params = self.parameters()
-        return backend.get_array_module(params[0].data) if params else backend.xp()
+        first = next(self.named_parameters(), None)
+        return backend.get_array_module(first[1].data) if first else backend.xp()
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

@@ -233,6 +233,35 @@ class Tokenizer:
         """The tokens of text, with no special tokens added around them."""
         return self._tokenize(text, f"{type(self).__name__}.tokenize")
 
+    def _tokenize_ordinary_with_offsets(self, text: str, where: str
+                                        ) -> list[tuple[str, int, int]]:
+        """(token, start, end) for text that holds no special token; where a
+        subclass can say which characters each token comes from."""
+        raise NotImplementedError(f"{where}: character offsets are not available for "
+                                  f"{type(self).__name__} (WordPieceTokenizer has them)")
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[str, int, int]]:
+        """The tokens of text with the characters each comes from.
+
+        Returns (token, start, end) triples, text[start:end] being the original
+        characters of the token (before lower-casing or accent stripping), as
+        the offset mapping of the `tokenizers` library gives them.
+        """
+        where = f"{type(self).__name__}.tokenize_with_offsets"
+        return self._tokenize_with_offsets(text, where, "text")
+
+    def _tokenize_with_offsets(self, text, where, argument):
+        _check_text(text, where, argument)
+        tokens, position = [], 0
+        for piece, is_special in split_on_special_tokens(text, self._special_pattern):
+            if is_special:
+                tokens.append((piece, position, position + len(piece)))
+            else:
+                tokens.extend((token, position + start, position + end) for token, start, end
+                              in self._tokenize_ordinary_with_offsets(piece, where))
+            position += len(piece)
+        return tokens
+
     def _text_to_ids(self, text, where: str, argument: str = "text") -> list[int]:
         vocab = self.vocab
         return [vocab[token] for token in self._tokenize(text, where, argument)]
@@ -245,6 +274,12 @@ class Tokenizer:
         """
         ids_b = ids_b or []
         return ids_a + ids_b, [0] * len(ids_a) + [1] * len(ids_b)
+
+    def build_offsets(self, offsets_a: list, offsets_b: list | None = None) -> list:
+        """The character offsets that go with build_inputs' ids: each text's own
+        offsets, and (0, 0) for every special token build_inputs adds. Here
+        nothing is added, as in build_inputs."""
+        return list(offsets_a) + list(offsets_b or [])
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many ids build_inputs adds to one sequence (pair=False) or a pair."""
@@ -288,7 +323,8 @@ class Tokenizer:
     # --------------------------------------------------------- batches: __call__
 
     def __call__(self, text, text_pair=None, padding=False, truncation=False,
-                 max_length: int | None = None, return_tensors: str | None = None):
+                 max_length: int | None = None, return_tensors: str | None = None,
+                 return_offsets_mapping: bool = False):
         """Encode one text or a batch, with truncation and padding, as `transformers` does.
 
         Args:
@@ -302,6 +338,9 @@ class Tokenizer:
                 text loses tokens first (see truncate_pair).
             max_length: the length used by truncation and by padding="max_length".
             return_tensors: None (Python lists) or "np" (int64 arrays of shape (B, T)).
+            return_offsets_mapping: also return "offset_mapping", the (start, end)
+                characters of each token in its own text (text or text_pair),
+                (0, 0) for special tokens and padding; (B, T, 2) with "np".
 
         Returns: a dict with "input_ids", "attention_mask" (1 for a real token,
         0 for padding) and, where the model takes them ("token_type_ids" in
@@ -335,10 +374,17 @@ class Tokenizer:
             raise ValueError(f"{where}: padding_side must be 'right' or 'left'; "
                              f"got {self.padding_side!r}")
 
-        rows_ids, rows_types = [], []
+        rows_ids, rows_types, rows_offsets = [], [], []
         for a, b in zip(texts, pairs):
-            ids_a = self._text_to_ids(a, where, "text")
-            ids_b = None if b is None else self._text_to_ids(b, where, "text_pair")
+            if return_offsets_mapping:
+                tokens_a = self._tokenize_with_offsets(a, where, "text")
+                tokens_b = None if b is None else self._tokenize_with_offsets(
+                    b, where, "text_pair")
+                ids_a = [self.vocab[token] for token, _, _ in tokens_a]
+                ids_b = None if b is None else [self.vocab[token] for token, _, _ in tokens_b]
+            else:
+                ids_a = self._text_to_ids(a, where, "text")
+                ids_b = None if b is None else self._text_to_ids(b, where, "text_pair")
             if truncate:
                 budget = max_length - self.num_special_tokens_to_add(pair=b is not None)
                 if budget < 0:
@@ -348,6 +394,11 @@ class Tokenizer:
             input_ids, token_type_ids = self.build_inputs(ids_a, ids_b)
             rows_ids.append(input_ids)
             rows_types.append(token_type_ids)
+            if return_offsets_mapping:              # cut the offsets as the ids were cut
+                offsets_a = [(s, e) for _, s, e in tokens_a[:len(ids_a)]]
+                offsets_b = None if b is None else [(s, e) for _, s, e in
+                                                    tokens_b[:len(ids_b)]]
+                rows_offsets.append(self.build_offsets(offsets_a, offsets_b))
         rows_mask = [[1] * len(ids) for ids in rows_ids]
 
         if pad_to is not None:
@@ -357,10 +408,13 @@ class Tokenizer:
             rows_ids = [self._pad(ids, length, self.pad_token_id) for ids in rows_ids]
             rows_types = [self._pad(types, length, 0) for types in rows_types]
             rows_mask = [self._pad(mask, length, 0) for mask in rows_mask]
+            rows_offsets = [self._pad(offsets, length, (0, 0)) for offsets in rows_offsets]
 
         columns = {"input_ids": rows_ids, "token_type_ids": rows_types,
                    "attention_mask": rows_mask}
         encoded = {name: columns[name] for name in self.model_input_names}
+        if return_offsets_mapping:
+            encoded["offset_mapping"] = rows_offsets
         if return_tensors == "np":
             lengths = sorted({len(ids) for ids in rows_ids})
             if len(lengths) > 1:
@@ -368,8 +422,9 @@ class Tokenizer:
                                  "make no array; pass padding=True (or truncation with "
                                  "padding='max_length')")
             width = lengths[0] if lengths else 0
-            return {name: np.array(rows, dtype=np.int64).reshape(len(rows), width)
-                    for name, rows in encoded.items()}                  # (B, T)
+            return {name: np.array(rows, dtype=np.int64).reshape(
+                        (len(rows), width) + ((2,) if name == "offset_mapping" else ()))
+                    for name, rows in encoded.items()}                  # (B, T), (B, T, 2)
         if not batched:
             return {name: rows[0] for name, rows in encoded.items()}
         return encoded

@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from scratchlm.tokenizers.base import (
@@ -161,6 +162,50 @@ def bert_basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool |
                                             tokenize_chinese_chars))
 
 
+@lru_cache(maxsize=65536)
+def _normalize_char(ch: str, lowercase: bool, strip_accents: bool | None,
+                    tokenize_chinese_chars: bool) -> str:
+    """bert_normalize of one character (what it becomes: "", " ", itself, or more)."""
+    return bert_normalize(ch, lowercase, strip_accents, tokenize_chinese_chars)
+
+
+def bert_basic_tokenize_with_origins(text: str, lowercase: bool = True,
+                                     strip_accents: bool | None = None,
+                                     tokenize_chinese_chars: bool = True
+                                     ) -> list[tuple[str, list[int]]]:
+    """bert_basic_tokenize, with where each character of each word comes from.
+
+    Returns (word, origin) pairs: origin[k] is the index in text of the
+    character that became word[k]. "Héllo, WORLD!" -> ("hello", [0, 1, 2, 3, 4]),
+    (",", [5]), ("world", [7, 8, 9, 10, 11]), ("!", [12]).
+
+    The normalizer is applied one character at a time, each normalized
+    character remembering its source. Every step of bert_normalize works
+    character by character, so the words equal those of bert_basic_tokenize
+    (up to the canonical reordering of stacked combining marks, which accent
+    stripping removes anyway).
+    """
+    if not isinstance(text, str):
+        raise TypeError("bert_basic_tokenize_with_origins: text must be a str; "
+                        f"got {type(text).__name__}")
+    chars, origin = [], []                  # normalized characters, and where each came from
+    for i, ch in enumerate(text):
+        for c in _normalize_char(ch, lowercase, strip_accents, tokenize_chinese_chars):
+            chars.append(c)
+            origin.append(i)
+    words, start = [], None                 # start: where the current word began in chars
+    for j, c in enumerate(chars + [" "]):   # a space at the end closes the last word
+        if c.isspace() or _is_punctuation(c):
+            if start is not None:
+                words.append(("".join(chars[start:j]), origin[start:j]))
+                start = None
+            if not c.isspace():
+                words.append((c, [origin[j]]))           # punctuation: a word of its own
+        elif start is None:
+            start = j
+    return words
+
+
 def clean_up_tokenization(text: str) -> str:
     """Remove the spaces that joining tokens puts before punctuation and
     English contractions, as `transformers` does: "it 's ." -> "it's."."""
@@ -250,6 +295,42 @@ class WordPieceTokenizer(Tokenizer):
                 self._cache[word] = self._wordpiece(word)
             tokens.extend(self._cache[word])
         return tokens
+
+    def _tokenize_ordinary_with_offsets(self, text: str, where: str
+                                        ) -> list[tuple[str, int, int]]:
+        """Tokens of text with the character span (start, end) of each.
+
+        A word's pieces share out its characters: "unaffable" at 0 ->
+        ("un", 0, 2), ("##aff", 2, 5), ("##able", 5, 9); the "##" marker
+        takes no room. An [UNK] spans its whole word. Spans are in the
+        original text, before lower-casing and accent stripping: "Café" ->
+        ("cafe", 0, 4).
+        """
+        tokens = []
+        for word, origin in bert_basic_tokenize_with_origins(
+                text, self.do_lower_case, self.strip_accents, self.tokenize_chinese_chars):
+            if word not in self._cache:
+                if len(self._cache) >= 100_000:          # keep memory bounded
+                    self._cache.clear()
+                self._cache[word] = self._wordpiece(word)
+            pieces = self._cache[word]
+            if pieces == [self.unk_token]:
+                tokens.append((self.unk_token, origin[0], origin[-1] + 1))
+                continue
+            k = 0                                        # where the piece starts in word
+            for i, piece in enumerate(pieces):
+                width = len(piece) - (len(self.prefix) if i > 0 else 0)
+                tokens.append((piece, origin[k], origin[k + width - 1] + 1))
+                k += width
+        return tokens
+
+    def build_offsets(self, offsets_a, offsets_b=None):
+        """The offsets of build_inputs' output: (0, 0) for [CLS] and each [SEP]."""
+        none = [(0, 0)]
+        offsets = none + list(offsets_a) + none
+        if offsets_b is not None:
+            offsets += list(offsets_b) + none
+        return offsets
 
     def build_inputs(self, ids_a: list[int], ids_b: list[int] | None = None):
         """[CLS] a [SEP] (types 0), then b [SEP] (types 1) for a pair."""

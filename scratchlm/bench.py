@@ -1,0 +1,725 @@
+"""Benchmarks: scratchlm's GPT and BERT side by side with PyTorch, on the CPU.
+
+For each named configuration, one measurement process per framework and
+round (so that the peak memory of each is its own, and the two alternate on
+a machine that may be busy with other work):
+
+    train       tokens/s of one training step: forward, loss, backward, AdamW
+    forward     tokens/s of the forward pass alone (eval mode, no caches)
+    generate    tokens/s of greedy decoding, 256 new tokens at batch 1, with
+                and without the KV cache
+    memory      peak resident memory of the process during training, above
+                what it held after its imports
+
+PyTorch (when installed) runs an equivalent GPT-2 written here in a few
+lines (fused QKV, tied head, tanh GELU, the same weights), in eager mode, on
+the same number of threads, once with its fused attention
+(``scaled_dot_product_attention``) and once with the explicit softmax
+attention; the ratio is taken against the faster of the two. Its optimizer is
+``torch.optim.AdamW`` with ``fused=True`` where the CPU build has it.
+
+MFU (model FLOPs utilisation) divides the model's matmul FLOPs per second by
+the peak of NumPy's sgemm measured in the same run (a 2048^3 float32 matrix
+product, the best of several). Model FLOPs count every matrix product of the
+dense formulation, the attention included, as PaLM's ``6N + 12 L H D T`` per
+token does for training (2N + 4 L C T for a forward pass). Nothing here
+asserts a speed: benchmarks measure.
+
+torch and transformers are imported only inside the measurement processes
+that ask for them; ``import scratchlm.bench`` needs NumPy alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+# Named GPT configurations: (vocab, layers, heads, width, context, batch). The
+# position table holds 512 rows, so that 16 prompt + 256 generated tokens fit.
+CONFIGS = {
+    "tiny": dict(vocab_size=256, n_layer=4, n_head=4, n_embd=128, context=128, batch=16),
+    "small": dict(vocab_size=256, n_layer=6, n_head=6, n_embd=384, context=256, batch=8),
+    "gpt2ish": dict(vocab_size=8192, n_layer=4, n_head=12, n_embd=768, context=256, batch=4),
+}
+# A BERT-base-shaped encoder: 12 layers, 12 heads, width 768, 128 tokens, batch 8.
+BERT_BASE = dict(vocab_size=30522, n_layer=12, n_head=12, n_embd=768, context=128, batch=8)
+N_POSITIONS = 512
+PROMPT_LEN = 16
+NEW_TOKENS = 256
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "SCRATCHLM_NUM_THREADS")
+
+
+# --- model FLOPs -----------------------------------------------------------------
+
+def matmul_params(c: dict) -> int:
+    """Weights that enter a matrix product per token: L (12 C^2) in the blocks + V C in the head."""
+    C = c["n_embd"]
+    return c["n_layer"] * 12 * C * C + c["vocab_size"] * C
+
+
+def flops_per_token(c: dict, T: int, training: bool) -> float:
+    """Forward: 2 N_mm + 4 L C T (q k^T and att v, dense); training: three times that."""
+    fwd = 2 * matmul_params(c) + 4 * c["n_layer"] * c["n_embd"] * T
+    return 3 * fwd if training else fwd
+
+
+# --- process measurements ---------------------------------------------------------
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _peak_kb() -> int:
+    import resource  # noqa: PLC0415
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the OS, so the baseline is what is really held."""
+    import gc  # noqa: PLC0415
+    gc.collect()
+    try:
+        import ctypes  # noqa: PLC0415
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _timed(fn, warmup: int, steps: int) -> list:
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def sgemm_peak(n: int = 2048, repeats: int = 8) -> float:
+    """The best GFLOP/s of NumPy's float32 product of two n x n matrices.
+
+    Measured two ways, the best of both kept: one call on the BLAS's own
+    threads, and the rows split over the fast path's threads, each calling a
+    single-threaded BLAS (as the fast path does).
+    """
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm import backend  # noqa: PLC0415
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    own = _timed(lambda: np.matmul(a, b, out=out), 2, repeats)
+
+    def rows(lo, hi):
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+
+    split = _timed(lambda: backend.parallel_for(n, rows, 64), 2, repeats)
+    return 2 * n ** 3 / min(own + split) / 1e9
+
+
+# --- the scratchlm side -------------------------------------------------------------
+
+def _gpt_config(c: dict):
+    from scratchlm.models import GPTConfig  # noqa: PLC0415
+    return GPTConfig(vocab_size=c["vocab_size"], n_positions=N_POSITIONS, n_embd=c["n_embd"],
+                     n_layer=c["n_layer"], n_head=c["n_head"], resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def _bert_config(c: dict):
+    from scratchlm.models import BertConfig  # noqa: PLC0415
+    return BertConfig(vocab_size=c["vocab_size"], hidden_size=c["n_embd"],
+                      num_hidden_layers=c["n_layer"], num_attention_heads=c["n_head"],
+                      intermediate_size=4 * c["n_embd"], hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0)
+
+
+def _adamw(params, weight_decay):
+    """AdamW over flat buffers (one update for all parameters), where this version has it."""
+    from scratchlm.optim import AdamW  # noqa: PLC0415
+    try:
+        return AdamW(params, lr=1e-4, weight_decay=weight_decay, flat=True)
+    except TypeError:
+        return AdamW(params, lr=1e-4, weight_decay=weight_decay)
+
+
+def _batch(c: dict, seed: int = 0):
+    import numpy as np  # noqa: PLC0415
+    return np.random.default_rng(seed).integers(0, c["vocab_size"], (c["batch"], c["context"]))
+
+
+def _scratchlm_gpt(c: dict, spec: dict) -> dict:
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm.generate import generate  # noqa: PLC0415
+    from scratchlm.models import GPT  # noqa: PLC0415
+
+    ids = _batch(c)
+    base = _rss_kb()
+    model = GPT(_gpt_config(c), seed=0).train()
+    opt = _adamw(model.parameters(), 0.1)
+
+    def train_step():
+        opt.zero_grad()
+        model(ids, labels=ids)
+        model.backward()
+        opt.step()
+
+    out = {"train": _timed(train_step, spec["warmup"], spec["steps"])}
+    out["peak_mb"] = (_peak_kb() - base) / 1024
+    del opt
+    model.eval()
+    out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
+    if spec.get("generate"):
+        prompt = _batch(c, 1)[:1, :PROMPT_LEN]
+        for name, cache in (("generate_cached", True), ("generate_uncached", False)):
+            out[name] = _timed(lambda cache=cache: generate(
+                model, prompt, NEW_TOKENS, do_sample=False, use_cache=cache), 0,
+                spec["gen_runs"])
+        out["tokens_sample"] = np.asarray(generate(model, prompt, 8, do_sample=False))[0].tolist()
+    return out
+
+
+def _scratchlm_bert(c: dict, spec: dict) -> dict:
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm.models import BertModel  # noqa: PLC0415
+
+    ids = _batch(c)
+    g = np.random.default_rng(2).standard_normal(
+        (c["batch"], c["context"], c["n_embd"])).astype(np.float32)
+    base = _rss_kb()
+    model = BertModel(_bert_config(c), seed=0).train()
+    opt = _adamw(model.parameters(), 0.01)
+
+    def train_step():
+        opt.zero_grad()
+        model(ids)
+        model.backward(d_last_hidden_state=g)
+        opt.step()
+
+    out = {"train": _timed(train_step, spec["warmup"], spec["steps"])}
+    out["peak_mb"] = (_peak_kb() - base) / 1024
+    model.eval()
+    out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
+    return out
+
+
+# --- the PyTorch side ----------------------------------------------------------------
+
+def _torch_gpt_class():
+    """A GPT-2 in PyTorch with scratchlm's parameter names and (in, out) weight layout."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as TF  # noqa: PLC0415
+
+    class Block(torch.nn.Module):
+        def __init__(self, C, H, attention):
+            super().__init__()
+            self.H, self.attention = H, attention
+            self.ln_1 = torch.nn.LayerNorm(C)
+            self.ln_2 = torch.nn.LayerNorm(C)
+            self.c_attn_w = torch.nn.Parameter(torch.empty(C, 3 * C))
+            self.c_attn_b = torch.nn.Parameter(torch.empty(3 * C))
+            self.c_proj_w = torch.nn.Parameter(torch.empty(C, C))
+            self.c_proj_b = torch.nn.Parameter(torch.empty(C))
+            self.fc_w = torch.nn.Parameter(torch.empty(C, 4 * C))
+            self.fc_b = torch.nn.Parameter(torch.empty(4 * C))
+            self.proj_w = torch.nn.Parameter(torch.empty(4 * C, C))
+            self.proj_b = torch.nn.Parameter(torch.empty(C))
+
+        def attend(self, x, cache, past):
+            B, T, C = x.shape
+            H, D = self.H, C // self.H
+            qkv = torch.addmm(self.c_attn_b, x.reshape(-1, C), self.c_attn_w)
+            q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+            if cache is not None:                       # decoding: append to the buffers
+                cache[0][:, :, past:past + T] = k
+                cache[1][:, :, past:past + T] = v
+                k, v = cache[0][:, :, :past + T], cache[1][:, :, :past + T]
+            causal = T > 1
+            if self.attention == "sdpa":
+                a = TF.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            else:
+                s = (q @ k.transpose(-1, -2)) * (1.0 / D ** 0.5)
+                if causal:
+                    keep = torch.ones(T, k.shape[2], dtype=torch.bool).tril(k.shape[2] - T)
+                    s = s.masked_fill(~keep, float("-inf"))
+                a = torch.softmax(s, dim=-1) @ v
+            a = a.transpose(1, 2).reshape(-1, C)
+            return torch.addmm(self.c_proj_b, a, self.c_proj_w).view(B, T, C)
+
+        def forward(self, x, cache=None, past=0):
+            x = x + self.attend(self.ln_1(x), cache, past)
+            B, T, C = x.shape
+            h = torch.addmm(self.fc_b, self.ln_2(x).reshape(-1, C), self.fc_w)
+            h = TF.gelu(h, approximate="tanh")
+            return x + torch.addmm(self.proj_b, h, self.proj_w).view(B, T, C)
+
+    class TorchGPT(torch.nn.Module):
+        def __init__(self, c, attention):
+            super().__init__()
+            C = c["n_embd"]
+            self.wte = torch.nn.Embedding(c["vocab_size"], C)
+            self.wpe = torch.nn.Embedding(N_POSITIONS, C)
+            self.h = torch.nn.ModuleList(Block(C, c["n_head"], attention)
+                                         for _ in range(c["n_layer"]))
+            self.ln_f = torch.nn.LayerNorm(C)
+
+        def forward(self, ids, caches=None, past=0):
+            T = ids.shape[1]
+            x = self.wte(ids) + self.wpe(torch.arange(past, past + T))
+            for i, block in enumerate(self.h):
+                x = block(x, None if caches is None else caches[i], past)
+            return self.ln_f(x) @ self.wte.weight.T
+
+    return TorchGPT
+
+
+# our names -> the TorchGPT names above
+_TORCH_NAMES = {"attn.c_attn.weight": "c_attn_w", "attn.c_attn.bias": "c_attn_b",
+                "attn.c_proj.weight": "c_proj_w", "attn.c_proj.bias": "c_proj_b",
+                "mlp.c_fc.weight": "fc_w", "mlp.c_fc.bias": "fc_b",
+                "mlp.c_proj.weight": "proj_w", "mlp.c_proj.bias": "proj_b"}
+
+
+def _torch_optimizer(torch, params, weight_decay):
+    try:
+        return torch.optim.AdamW(params, lr=1e-4, weight_decay=weight_decay, fused=True), "fused"
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.AdamW(params, lr=1e-4, weight_decay=weight_decay,
+                                 foreach=True), "foreach"
+
+
+def _torch_gpt(c: dict, spec: dict) -> dict:
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as TF  # noqa: PLC0415
+
+    from scratchlm.models import GPT  # noqa: PLC0415
+
+    torch.set_num_threads(spec["threads"])
+    ids = torch.from_numpy(_batch(c))
+    base = _rss_kb()
+    ours = GPT(_gpt_config(c), seed=0)                   # the same weights
+    state = {}
+    for name, array in ours.state_dict().items():
+        for a, b in _TORCH_NAMES.items():
+            name = name.replace(a, b)
+        state[name] = torch.from_numpy(array.copy())
+    del ours
+    model = _torch_gpt_class()(c, spec["attention"])
+    model.load_state_dict(state)
+    del state
+    _trim()
+    opt, kind = _torch_optimizer(torch, model.parameters(), 0.1)
+    V = c["vocab_size"]
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(ids)
+        loss = TF.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+
+    out = {"train": _timed(train_step, spec["warmup"], spec["steps"]), "optimizer": kind}
+    out["peak_mb"] = (_peak_kb() - base) / 1024
+    del opt
+    for p in model.parameters():
+        p.grad = None
+    model.eval()
+    with torch.inference_mode():
+        out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
+        if spec.get("generate"):
+            prompt = torch.from_numpy(_batch(c, 1)[:1, :PROMPT_LEN])
+            D = c["n_embd"] // c["n_head"]
+
+            def cached(n=NEW_TOKENS):
+                caches = [(torch.empty(1, c["n_head"], PROMPT_LEN + n, D),
+                           torch.empty(1, c["n_head"], PROMPT_LEN + n, D))
+                          for _ in range(c["n_layer"])]
+                tokens, step, past = [prompt], prompt, 0
+                for _ in range(n):
+                    logits = model(step, caches, past)
+                    past += step.shape[1]
+                    step = logits[:, -1].argmax(-1, keepdim=True)
+                    tokens.append(step)
+                return torch.cat(tokens, 1)
+
+            def uncached(n=NEW_TOKENS):
+                tokens = prompt
+                for _ in range(n):
+                    nxt = model(tokens)[:, -1].argmax(-1, keepdim=True)
+                    tokens = torch.cat([tokens, nxt], 1)
+                return tokens
+
+            out["generate_cached"] = _timed(cached, 0, spec["gen_runs"])
+            out["generate_uncached"] = _timed(uncached, 0, spec["gen_runs"])
+            out["tokens_sample"] = np.asarray(cached(8))[0].tolist()
+    return out
+
+
+def _torch_bert(c: dict, spec: dict) -> dict:
+    import tempfile  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    from scratchlm.models import BertModel  # noqa: PLC0415
+
+    torch.set_num_threads(spec["threads"])
+    ids = torch.from_numpy(_batch(c))
+    g = torch.from_numpy(np.random.default_rng(2).standard_normal(
+        (c["batch"], c["context"], c["n_embd"])).astype(np.float32))
+    base = _rss_kb()
+    with tempfile.TemporaryDirectory() as tmp:
+        BertModel(_bert_config(c), seed=0).save_pretrained(tmp)   # the same weights
+        _trim()
+        impl = "sdpa" if spec["attention"] == "sdpa" else "eager"
+        model = transformers.BertModel.from_pretrained(tmp, attn_implementation=impl)
+    model.train()
+    _trim()
+    opt, kind = _torch_optimizer(torch, model.parameters(), 0.01)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        (model(ids).last_hidden_state * g).sum().backward()
+        opt.step()
+
+    out = {"train": _timed(train_step, spec["warmup"], spec["steps"]), "optimizer": kind}
+    out["peak_mb"] = (_peak_kb() - base) / 1024
+    model.eval()
+    with torch.inference_mode():
+        out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
+    return out
+
+
+def run_worker(spec: dict) -> dict:
+    """One measurement process: ``spec`` names the framework, model and repetitions."""
+    c = BERT_BASE if spec["config"] == "bert-base" else CONFIGS[spec["config"]]
+    t0 = time.perf_counter()
+    if spec["framework"] == "peak":
+        out = {"sgemm_gflops": sgemm_peak()}
+    elif spec["framework"] == "scratchlm":
+        out = (_scratchlm_bert if spec["config"] == "bert-base" else _scratchlm_gpt)(c, spec)
+    else:
+        out = (_torch_bert if spec["config"] == "bert-base" else _torch_gpt)(c, spec)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def _spawn(spec: dict, threads: int) -> dict:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    # Idle OpenBLAS threads go to sleep at once instead of spinning on a core
+    # between calls (read when NumPy loads, so it is set for the child here).
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    proc = subprocess.run([sys.executable, "-m", "scratchlm.bench", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark process {spec['framework']} {spec['config']} failed:\n"
+                           f"{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- the side-by-side run --------------------------------------------------------------
+
+def _summary(seconds: list, tokens: int) -> dict:
+    rates = sorted(tokens / s for s in seconds)
+    return {"tokens_per_s": statistics.median(rates), "min": rates[0], "max": rates[-1],
+            "n": len(rates)}
+
+
+def run_benchmark(configs=("tiny", "small", "gpt2ish"), *, bert=True, rounds=3, steps=3,
+                  warmup=2, gen_runs=1, generate=True, threads=None, with_torch=True,
+                  on_progress=None, raw_path=None) -> dict:
+    """Measure every config, alternating scratchlm and PyTorch processes round by round.
+
+    Returns a JSON-ready report: per config and framework, the median tokens/s
+    with min and max over all timed repetitions, peak memory, MFU, and the
+    ratios scratchlm / PyTorch (against PyTorch's faster attention); under
+    "raw", every process's own timings. ``raw_path``: a file that holds the
+    measurements so far, rewritten after each process.
+    """
+    threads = threads or os.cpu_count() or 1
+    if with_torch:
+        try:
+            import importlib.util  # noqa: PLC0415
+            with_torch = importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError):
+            with_torch = False
+    frameworks = ["scratchlm"] + (["torch-sdpa", "torch-math"] if with_torch else [])
+    names = list(configs) + (["bert-base"] if bert else [])
+    raw = {name: {fw: [] for fw in frameworks} for name in names}
+    peaks = []
+    for r in range(rounds):
+        peaks.append(_spawn({"framework": "peak", "config": "tiny"}, threads)["sgemm_gflops"])
+        for name in names:
+            for fw in frameworks:
+                spec = {"framework": "scratchlm" if fw == "scratchlm" else "torch",
+                        "attention": fw.split("-")[-1], "config": name, "steps": steps,
+                        "warmup": warmup, "gen_runs": gen_runs, "threads": threads,
+                        "generate": generate and name != "bert-base" and fw != "torch-math"}
+                if on_progress:
+                    on_progress(f"round {r + 1}/{rounds}: {name} {fw}")
+                raw[name][fw].append(_spawn(spec, threads))
+                if raw_path:                            # a long run keeps what it measured
+                    with open(raw_path, "w") as f:
+                        json.dump({"sgemm_peaks": peaks, "raw": raw}, f)
+    peak = statistics.median(peaks)                     # each round's best, then the median
+    report = {"machine": _machine(threads), "threads": threads, "rounds": rounds,
+              "steps_per_round": steps, "sgemm_peak_gflops": peak,
+              "sgemm_peak_runs": peaks, "configs": {}, "raw": raw}
+    for name in names:
+        c = BERT_BASE if name == "bert-base" else CONFIGS[name]
+        tokens = c["batch"] * c["context"]
+        entry = {"config": c, "frameworks": {}}
+        for fw, runs in raw[name].items():
+            res = {}
+            for task, training in (("train", True), ("forward", False)):
+                s = _summary([x for run in runs for x in run[task]], tokens)
+                s["mfu"] = s["tokens_per_s"] * flops_per_token(c, c["context"], training) \
+                    / (peak * 1e9)
+                res[task] = s
+            for task in ("generate_cached", "generate_uncached"):
+                if task in runs[0]:
+                    res[task] = _summary([x for run in runs for x in run[task]], NEW_TOKENS)
+            res["peak_mb"] = statistics.median(run["peak_mb"] for run in runs)
+            if "optimizer" in runs[0]:
+                res["optimizer"] = runs[0]["optimizer"]
+            if "tokens_sample" in runs[0]:
+                res["tokens_sample"] = runs[0]["tokens_sample"]
+            entry["frameworks"][fw] = res
+        if with_torch:
+            ours, ratios = entry["frameworks"]["scratchlm"], {}
+            for task in ("train", "forward", "generate_cached", "generate_uncached"):
+                theirs = [(entry["frameworks"][fw][task]["tokens_per_s"], fw)
+                          for fw in frameworks[1:] if task in entry["frameworks"][fw]]
+                if task in ours and theirs:
+                    best = max(theirs)
+                    ratios[task] = {"ratio": ours[task]["tokens_per_s"] / best[0],
+                                    "against": best[1]}
+            ratios["peak_memory"] = {"ratio": ours["peak_mb"] / min(
+                entry["frameworks"][fw]["peak_mb"] for fw in frameworks[1:])}
+            entry["ratios"] = ratios
+        report["configs"][name] = entry
+    return report
+
+
+def _machine(threads: int) -> dict:
+    import numpy as np  # noqa: PLC0415
+    info = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+        blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        if blas:
+            info["blas"] = {k: blas[0].get(k) for k in ("internal_api", "version",
+                                                         "architecture")}
+    except ImportError:
+        pass
+    try:
+        import torch  # noqa: PLC0415
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    info["env"] = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                  "OPENBLAS_THREAD_TIMEOUT") if k in os.environ}
+    return info
+
+
+def format_report(report: dict) -> str:
+    """The report as a readable table."""
+    lines = [f"threads {report['threads']}, {report['rounds']} rounds x "
+             f"{report['steps_per_round']} steps per framework, alternating; sgemm peak "
+             f"{report['sgemm_peak_gflops']:.0f} GFLOP/s, the median of each round's best ("
+             + ", ".join(f"{p:.0f}" for p in report["sgemm_peak_runs"]) + ")",
+             "tokens/s: median [min-max]; MFU against the sgemm peak; ratio = scratchlm / "
+             "PyTorch's faster attention path", ""]
+    head = f"{'config':<10} {'task':<18} {'framework':<11} {'tokens/s':>9} {'[min-max]':>17} " \
+           f"{'MFU':>5} {'peak MB':>8} {'ratio':>6}"
+    lines += [head, "-" * len(head)]
+    for name, entry in report["configs"].items():
+        ratios = entry.get("ratios", {})
+        for task in ("train", "forward", "generate_cached", "generate_uncached"):
+            first = True
+            for fw, res in entry["frameworks"].items():
+                if task not in res:
+                    continue
+                s = res[task]
+                mfu = f"{100 * s['mfu']:4.0f}%" if "mfu" in s else ""
+                peak = f"{res['peak_mb']:8.0f}" if task == "train" else ""
+                ratio = ""
+                if fw == "scratchlm" and task in ratios:
+                    ratio = f"{ratios[task]['ratio']:5.2f}x"
+                spread = "[{:.0f}-{:.0f}]".format(s["min"], s["max"])
+                lines.append(f"{name if first else '':<10} {task if first else '':<18} {fw:<11} "
+                             f"{s['tokens_per_s']:9.0f} {spread:>17} {mfu:>5} "
+                             f"{peak:>8} {ratio:>6}")
+                first = False
+        if "peak_memory" in ratios:
+            lines.append(f"{'':<10} peak memory ratio scratchlm / PyTorch: "
+                         f"{ratios['peak_memory']['ratio']:.2f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- where the time goes: milliseconds per op in a training step -------------------------
+
+def profile_step(config: str = "small", steps: int = 3, warmup: int = 1,
+                 fast: bool | None = None) -> dict:
+    """Time every functional op, the optimizer and zero_grad during GPT training steps.
+
+    Wraps each ``*_forward`` / ``*_backward`` function of ``scratchlm.functional``
+    (the layers call them through that module) and ``AdamW.step``, runs
+    ``steps`` steps, and returns milliseconds per step per op, largest first,
+    with ``(other)`` the Python between them.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm import functional as F  # noqa: PLC0415
+    from scratchlm.models import GPT  # noqa: PLC0415
+    from scratchlm.optim import AdamW  # noqa: PLC0415
+
+    c = CONFIGS[config]
+    before = getattr(backend, "_fast_path", None)
+    if fast is not None:
+        backend.set_fast_path(fast)
+    totals: dict = {}
+
+    def wrap(name, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
+        return timed
+
+    originals = {n: getattr(F, n) for n in dir(F)
+                 if n.endswith(("_forward", "_backward", "_forward_fast", "_backward_fast",
+                                "_forward_blockwise", "_backward_blockwise"))
+                 and callable(getattr(F, n))}
+    step_orig, zero_orig = AdamW.step, AdamW.zero_grad
+    try:
+        ids = _batch(c)
+        model = GPT(_gpt_config(c), seed=0).train()
+        opt = _adamw(model.parameters(), 0.1)
+
+        def train_step():
+            opt.zero_grad()
+            model(ids, labels=ids)
+            model.backward()
+            opt.step()
+
+        for _ in range(warmup):
+            train_step()
+        for n, fn in originals.items():
+            setattr(F, n, wrap(n, fn))
+        AdamW.step = wrap("AdamW.step", step_orig)
+        AdamW.zero_grad = wrap("AdamW.zero_grad", zero_orig)
+        seconds = _timed(train_step, 0, steps)
+    finally:
+        for n, fn in originals.items():
+            setattr(F, n, fn)
+        AdamW.step, AdamW.zero_grad = step_orig, zero_orig
+        if before is not None:
+            backend._fast_path = before
+    total = sum(seconds) / steps * 1e3
+    ops = {n: t / steps * 1e3 for n, t in totals.items()}
+    ops["(other)"] = total - sum(ops.values())
+    ops = dict(sorted(ops.items(), key=lambda kv: -kv[1]))
+    fast = before if fast is None else fast
+    return {"config": config, "fast_path": bool(fast),
+            "step_ms": total, "step_ms_runs": [s * 1e3 for s in seconds],
+            "tokens_per_s": c["batch"] * c["context"] / float(np.median(seconds)), "ops_ms": ops}
+
+
+def format_profile(prof: dict) -> str:
+    lines = [f"GPT {prof['config']}, fast path {'on' if prof['fast_path'] else 'off'}: "
+             f"{prof['step_ms']:.0f} ms per training step ({prof['tokens_per_s']:.0f} tokens/s)",
+             f"{'op':<34} {'ms/step':>9} {'share':>6}"]
+    for name, ms in prof["ops_ms"].items():
+        lines.append(f"{name:<34} {ms:9.1f} {100 * ms / prof['step_ms']:5.1f}%")
+    return "\n".join(lines)
+
+
+# --- memory against context length ----------------------------------------------------------
+
+def memory_point(T: int, attention: str, config: str = "small", batch: int = 1) -> dict:
+    """Peak traced array memory (tracemalloc) of one GPT training step at context T."""
+    import tracemalloc  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm.models import GPT, GPTConfig  # noqa: PLC0415
+
+    c = CONFIGS[config]
+    cfg = GPTConfig(vocab_size=c["vocab_size"], n_positions=T, n_embd=c["n_embd"],
+                    n_layer=c["n_layer"], n_head=c["n_head"], resid_pdrop=0.0,
+                    embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT(cfg, seed=0).train()
+    model.set_attention(attention)
+    ids = np.random.default_rng(0).integers(0, c["vocab_size"], (batch, T))
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    t0 = time.perf_counter()
+    out = model(ids, labels=ids)
+    model.backward()
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return {"T": T, "attention": attention, "peak_mb": peak / 2 ** 20, "seconds": seconds,
+            "loss": float(out.loss)}
+
+
+def memory_vs_context(lengths=(256, 512, 1024, 2048, 4096), config: str = "small",
+                      threads: int | None = None) -> list:
+    """memory_point for both attention paths at each length, each in a fresh process."""
+    rows = []
+    for T in lengths:
+        row = {"T": T}
+        for attention in ("plain", "blockwise"):
+            r = _spawn({"framework": "memory", "config": config, "T": T,
+                        "attention": attention}, threads or os.cpu_count() or 1)
+            row[attention] = r
+        rows.append(row)
+    return rows
+
+
+def format_memory(rows: list, config: str = "small") -> str:
+    c = CONFIGS[config]
+    lines = [f"GPT {config} ({c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}), "
+             "batch 1, one training step (forward + backward): peak array memory",
+             f"{'T':>6} {'plain MB':>10} {'blockwise MB':>13} {'plain s':>8} {'blockwise s':>12}"
+             f" {'same loss':>10}"]
+    for row in rows:
+        p, b = row["plain"], row["blockwise"]
+        lines.append(f"{row['T']:>6} {p['peak_mb']:10.0f} {b['peak_mb']:13.0f} "
+                     f"{p['seconds']:8.2f} {b['seconds']:12.2f} "
+                     f"{str(abs(p['loss'] - b['loss']) < 1e-4):>10}")
+    return "\n".join(lines)
+
+
+def _main(argv):
+    spec = json.loads(argv[0])
+    if spec["framework"] == "memory":
+        out = memory_point(spec["T"], spec["attention"], spec["config"])
+    else:
+        out = run_worker(spec)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -1,0 +1,267 @@
+"""Every fast variant equals its plain op: outputs, caches and gradients.
+
+The fast CPU variants (``*_fast``) run the plain ops' arithmetic in blocks over
+threads; the blockwise attention computes the same softmax with an online
+maximum. Each is compared with the plain op it stands in for, in float64
+(to rounding) and in float32 (dtype kept).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+
+from scratchlm import backend
+from scratchlm import functional as F
+from scratchlm.functional import attention
+from strategies import MASK_KINDS, attention_case, no_float_warnings
+
+RNG = np.random.default_rng(0)
+
+
+def randn(*shape, dtype=np.float64):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+@pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
+def threads(request):
+    before = backend.num_threads()
+    backend.set_num_threads(request.param)
+    yield request.param
+    backend.set_num_threads(before)
+
+
+# --- the thread helper ---------------------------------------------------------
+
+def test_parallel_for_covers_the_range_once_and_raises_errors(threads):
+    seen = np.zeros(1000, dtype=int)
+
+    def mark(lo, hi):
+        seen[lo:hi] += 1
+
+    backend.parallel_for(1000, mark, min_size=7)
+    assert (seen == 1).all()
+    backend.parallel_for(0, mark)                       # nothing to do
+    calls = []
+    backend.parallel_for(10, lambda lo, hi: calls.append((lo, hi)), min_size=100)
+    assert calls == [(0, 10)]                           # too small to split
+
+    def fail(lo, hi):
+        if lo > 0 or threads == 1:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        backend.parallel_for(1000, fail)
+
+
+def test_set_num_threads_rejects_nonsense():
+    with pytest.raises(ValueError, match="positive int"):
+        backend.set_num_threads(0)
+
+
+# --- linear ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(7,), (300, 5), (3, 100, 6), (2, 3, 40, 4)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_fast_equals_plain(threads, shape, bias):
+    x, W = randn(*shape), randn(shape[-1], 9)
+    b = randn(9) if bias else None
+    y, cache = F.linear_forward(x, W, b)
+    y_fast, cache_fast = F.linear_forward_fast(x, W, b)
+    assert_allclose(y_fast, y, rtol=1e-13, atol=1e-13)
+    assert y_fast.shape == y.shape
+    dout = randn(*y.shape)
+    for need_dW, need_db in [(True, True), (False, True), (True, False)]:
+        plain = F.linear_backward(dout, cache, need_dW, need_db)
+        fast = F.linear_backward_fast(dout, cache_fast, need_dW, need_db)
+        for a, e in zip(fast, plain):
+            if e is None:
+                assert a is None
+            else:
+                assert a.shape == e.shape
+                assert_allclose(a, e, rtol=1e-13, atol=1e-13)
+
+
+def test_linear_fast_float32_and_a_transposed_weight(threads):
+    x, W = randn(4, 70, 8, dtype=np.float32), randn(11, 8, dtype=np.float32)
+    y, cache = F.linear_forward(x, W.T)                 # a tied head's W^T view
+    y_fast, cache_fast = F.linear_forward_fast(x, W.T)
+    assert y_fast.dtype == np.float32
+    assert_allclose(y_fast, y, rtol=1e-5, atol=1e-6)
+    dout = randn(*y.shape, dtype=np.float32)
+    for a, e in zip(F.linear_backward_fast(dout, cache_fast), F.linear_backward(dout, cache)):
+        if e is not None:
+            assert a.dtype == np.float32
+            assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+
+
+# --- attention ------------------------------------------------------------------
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dims", [(2, 3, 70, 70, 8), (1, 2, 40, 120, 4), (3, 1, 1, 9, 6)])
+def test_attention_fast_equals_plain(threads, causal, dims):
+    B, H, Tq, Tk, D = dims
+    q, k, v = randn(B, H, Tq, D), randn(B, H, Tk, D), randn(B, H, Tk, D)
+    out, cache = F.attention_forward(q, k, v, causal=causal)
+    out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=causal)
+    assert_allclose(out_fast, out, rtol=1e-13, atol=1e-14)
+    assert_allclose(cache_fast.att, cache.att, rtol=1e-13, atol=1e-14)
+    if Tq * Tk >= attention.PER_HEAD_FROM:             # head by head (else the plain op):
+        assert np.shares_memory(F.merge_heads(out_fast), out_fast)   # merging copies nothing
+    dout = randn(*out.shape)
+    plain = F.attention_backward(dout, cache)
+    fast = F.attention_backward_fast(dout, cache_fast)
+    for a, e in zip(fast, plain):
+        assert_allclose(a, e, rtol=1e-12, atol=1e-13)
+    slots = tuple(np.empty_like(g) for g in plain)      # out= takes caller's buffers
+    written = F.attention_backward_fast(dout, cache_fast, out=slots)
+    assert all(w is s for w, s in zip(written, slots))
+    for a, e in zip(slots, plain):
+        assert_allclose(a, e, rtol=1e-12, atol=1e-13)
+
+
+def test_attention_fast_with_a_mask_or_dropout_is_the_plain_op():
+    q, k, v = randn(2, 2, 4, 3), randn(2, 2, 4, 3), randn(2, 2, 4, 3)
+    mask = np.array([[1, 1, 0, 1], [1, 1, 1, 1]])
+    out, _ = F.attention_forward(q, k, v, mask=mask)
+    assert_array_equal(F.attention_forward_fast(q, k, v, mask=mask)[0], out)
+    out, cache = F.attention_forward(q, k, v, causal=True, dropout_p=0.3, rng=4)
+    out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=True, dropout_p=0.3, rng=4)
+    assert_array_equal(out_fast, out)
+    dout = randn(*out.shape)
+    for a, e in zip(F.attention_backward_fast(dout, cache_fast),
+                    F.attention_backward(dout, cache)):
+        assert_array_equal(a, e)
+
+
+def assert_blockwise_equals_plain(q, k, v, mask, causal, block_size, rtol=1e-11):
+    with no_float_warnings():
+        out, cache = F.attention_forward(q, k, v, causal=causal, mask=mask)
+        out_b, cache_b = F.attention_forward_blockwise(q, k, v, causal=causal, mask=mask,
+                                                       block_size=block_size)
+        dout = randn(*out.shape, dtype=q.dtype)
+        plain = F.attention_backward(dout, cache)
+        blockwise = F.attention_backward_blockwise(dout, cache_b)
+    tol = dict(rtol=rtol, atol=rtol)
+    assert out_b.dtype == q.dtype
+    assert_allclose(out_b, out, **tol, err_msg="out")
+    for name, a, e in zip("qkv", blockwise, plain):
+        assert a.dtype == q.dtype
+        assert_allclose(a, e, **tol, err_msg=f"d{name}")
+        assert np.isfinite(a).all()
+
+
+@pytest.mark.parametrize("mask_kind", MASK_KINDS)
+@given(data=st.data())
+def test_blockwise_attention_equals_plain_float64(mask_kind, data):
+    q, k, v, mask, causal, _ = data.draw(attention_case(mask_kind))
+    block_size = data.draw(st.integers(1, 7))
+    assert_blockwise_equals_plain(q, k, v, mask, causal, block_size)
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 16, 64, 256])
+@pytest.mark.parametrize("causal", [True, False])
+def test_blockwise_attention_long_rows(threads, block_size, causal):
+    q, k, v = randn(2, 3, 50, 8), randn(2, 3, 70, 8), randn(2, 3, 70, 8)
+    assert_blockwise_equals_plain(q, k, v, None, causal, block_size)
+    pad = np.ones((2, 70), dtype=bool)
+    pad[0, :13] = False                                 # left padding
+    assert_blockwise_equals_plain(q, k, v, pad, causal, block_size)
+    additive = np.where(pad, 0.0, np.finfo(np.float64).min)[:, None, None, :]
+    assert_blockwise_equals_plain(q, k, v, additive, causal, block_size)
+
+
+@pytest.mark.parametrize("block_size", [3, 16])
+def test_blockwise_attention_rows_that_see_only_padding(block_size):
+    # Left padding under a causal mask: the first queries' kept keys all carry the
+    # most negative value, so the plain op makes them uniform over every key.
+    q, k, v = randn(2, 2, 30, 4), randn(2, 2, 30, 4), randn(2, 2, 30, 4)
+    pad = np.ones((2, 30), dtype=bool)
+    pad[0, :9] = False
+    additive = np.where(pad, 0.0, np.finfo(np.float64).min)[:, None, None, :]
+    assert_blockwise_equals_plain(q, k, v, additive, True, block_size)
+    assert_blockwise_equals_plain(q, k, v, additive, False, block_size)
+
+
+def test_blockwise_attention_float32():
+    q, k, v = (randn(2, 2, 40, 8, dtype=np.float32) for _ in range(3))
+    assert_blockwise_equals_plain(q, k, v, None, True, 16, rtol=2e-5)
+
+
+def test_blockwise_attention_fully_masked_rows_give_zeros():
+    q, k, v = randn(2, 2, 6, 3), randn(2, 2, 6, 3), randn(2, 2, 6, 3)
+    mask = np.ones((2, 6), dtype=bool)
+    mask[1] = False                                     # batch row 1 sees nothing
+    out, cache = F.attention_forward_blockwise(q, k, v, causal=True, mask=mask, block_size=2)
+    assert (out[1] == 0).all() and (out[0] != 0).all()
+    dout = np.zeros_like(out)
+    dout[1] = 1.0                                       # the loss reads the masked rows only
+    for g in F.attention_backward_blockwise(dout, cache):
+        assert (g == 0).all()
+
+
+def test_blockwise_attention_rejects_dropout():
+    q = randn(1, 1, 3, 2)
+    with pytest.raises(ValueError, match="dropout"):
+        F.attention_forward_blockwise(q, q, q, dropout_p=0.1, rng=0)
+
+
+# --- element-wise ops and embeddings ---------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu_fast_is_identical_to_plain(threads, approximate, dtype):
+    x = randn(5, 130, 211, dtype=dtype)                 # several blocks, a ragged last one
+    y, cache = F.gelu_forward(x, approximate)
+    y_fast, cache_fast = F.gelu_forward_fast(x, approximate)
+    assert_array_equal(y_fast, y)
+    assert_array_equal(cache_fast.s, cache.s)
+    dout = randn(*x.shape, dtype=dtype)
+    assert_array_equal(F.gelu_backward_fast(dout, cache_fast), F.gelu_backward(dout, cache))
+    small = randn(3, 4, dtype=dtype)                    # below one block: the plain op
+    assert_array_equal(F.gelu_forward_fast(small, approximate)[0],
+                       F.gelu_forward(small, approximate)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_layernorm_fast_equals_plain(threads, dtype):
+    x, gamma, beta = randn(3, 300, 129, dtype=dtype), randn(129, dtype=dtype), \
+        randn(129, dtype=dtype)
+    y, cache = F.layernorm_forward(x, gamma, beta)
+    y_fast, cache_fast = F.layernorm_forward_fast(x, gamma, beta)
+    assert_array_equal(y_fast, y)                       # row by row: the same code
+    assert_array_equal(cache_fast.rstd, cache.rstd)
+    dout = randn(*x.shape, dtype=dtype)
+    dx, dgamma, dbeta = F.layernorm_backward(dout, cache)
+    dx_f, dgamma_f, dbeta_f = F.layernorm_backward_fast(dout, cache_fast)
+    assert_array_equal(dx_f, dx)
+    tol = 1e-12 if dtype == np.float64 else 1e-4        # sums grouped by block
+    assert_allclose(dgamma_f, dgamma, rtol=tol, atol=tol)
+    assert_allclose(dbeta_f, dbeta, rtol=tol, atol=tol)
+    assert dgamma_f.dtype == dtype
+
+
+@pytest.mark.parametrize("ids_shape", [(0,), (5,), (30, 40)])
+def test_embedding_backward_fast_equals_plain(ids_shape):
+    W = randn(13, 6)
+    ids = RNG.integers(0, 13, ids_shape)                # many repeated ids
+    _, cache = F.embedding_forward(ids, W)
+    dout = randn(*ids_shape, 6)
+    assert_allclose(F.embedding_backward_fast(dout, cache), F.embedding_backward(dout, cache),
+                    rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cross_entropy_fast_is_identical_to_plain(threads, dtype):
+    logits = randn(3, 200, 301, dtype=dtype)
+    targets = RNG.integers(0, 301, (3, 200))
+    targets[0, :50] = -100                              # ignored targets
+    loss, cache = F.cross_entropy_forward(logits, targets)
+    loss_fast, cache_fast = F.cross_entropy_forward_fast(logits, targets)
+    assert loss_fast == loss and loss_fast.dtype == dtype
+    assert_array_equal(cache_fast.probs, cache.probs)
+    assert_array_equal(F.cross_entropy_backward_fast(0.7, cache_fast),
+                       F.cross_entropy_backward(0.7, cache))
+    with pytest.raises(ValueError, match="targets must be in"):
+        F.cross_entropy_forward_fast(logits, np.full((3, 200), 301))
