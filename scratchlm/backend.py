@@ -19,9 +19,13 @@ The fast CPU path. NumPy runs each call on one core, except the BLAS behind
 fast variants of the ops (``linear_forward_fast`` beside ``linear_forward``,
 ...): the same math, cut into cache-sized row blocks spread over
 ``num_threads()`` threads of scratchlm's own (NumPy releases the GIL inside
-its loops), with each BLAS call inside a block run single-threaded: once a
-fast op has run, NumPy's BLAS keeps one thread until ``set_fast_path(False)``
-gives its threads back. Each fast variant is tested equal to its plain op.
+its loops), with each BLAS call inside a block run single-threaded; the
+large matrix products of the linear layers stay single BLAS calls on the
+BLAS's own threads. Each fast variant is tested equal to its plain op.
+OpenBLAS's idle threads spin on a core for a while after each call, taking
+it from the element-wise work: ``OPENBLAS_THREAD_TIMEOUT=4`` in the
+environment, before NumPy is first imported, sends them to sleep at once
+(``benchmarks/`` and ``scratchlm bench`` set it for their processes).
 ``set_fast_path(False)`` (or ``SCRATCHLM_FAST_PATH=0``) makes every layer
 call the plain ops;
 ``set_num_threads(n)`` (or ``SCRATCHLM_NUM_THREADS``) sets the thread count,
@@ -188,15 +192,12 @@ _num_threads = None      # resolved on first use
 _pool = None             # ThreadPoolExecutor of num_threads() - 1 workers (the caller is one)
 _blas = None             # threadpoolctl's controller of NumPy's BLAS, or False without one
 _blas_lock = threading.Lock()
-_blas_threads_before = None   # the BLAS thread count before the fast path took it over
 
 
 def set_fast_path(on: bool) -> None:
     """Let layers use the fast CPU variants of the ops (True, the default) or the plain ones."""
     global _fast_path
     _fast_path = bool(on)
-    if not _fast_path:
-        _release_blas()
 
 
 def fast_path(*arrays) -> bool:
@@ -237,64 +238,45 @@ def _blas_controller():
     return _blas or None
 
 
-def _claim_blas() -> None:
-    """Run NumPy's BLAS single-threaded from now on, while the fast path is on.
-
-    The fast path spreads work over threads of its own, each calling BLAS:
-    two of them each starting BLAS threads would put four busy threads on two
-    cores, and an idle BLAS thread spinning while it waits for work takes a
-    core from the element-wise loops. set_fast_path(False) gives the BLAS its
-    thread count back.
-    """
-    global _blas_threads_before
-    if _blas_threads_before is not None:
-        return
-    blas = _blas_controller()
-    with _blas_lock:
-        if blas is None or _blas_threads_before is not None:
-            _blas_threads_before = _blas_threads_before or 0
-            return
-        _blas_threads_before = blas.get_num_threads()
-        if _blas_threads_before != 1:
-            blas.set_num_threads(1)
-
-
-def _release_blas() -> None:
-    global _blas_threads_before
-    blas = _blas_controller()
-    with _blas_lock:
-        if blas is not None and _blas_threads_before not in (None, 0, 1):
-            blas.set_num_threads(_blas_threads_before)
-        _blas_threads_before = None
-
-
 def parallel_for(n: int, fn, min_size: int = 1) -> None:
     """Call ``fn(lo, hi)`` over consecutive ranges that cover range(n), on num_threads() threads.
 
     The calling thread takes the first range; the ranges are as even as
     possible and never shorter than ``min_size`` (so small work stays on
-    one thread). ``fn`` must write disjoint parts of its outputs. BLAS calls
-    inside run single-threaded (see _claim_blas). Exceptions are raised here.
+    one thread). ``fn`` must write disjoint parts of its outputs. While the
+    ranges run on several threads, the BLAS runs single-threaded: two threads
+    of ours each starting BLAS threads would put four busy threads on two
+    cores. Exceptions are raised here.
     """
     global _pool
-    _claim_blas()
     parts = max(1, min(num_threads(), n // max(1, min_size)))
     if threading.current_thread().name.startswith("scratchlm"):
         parts = 1                                       # called from a worker: no nesting
-    if parts == 1:
-        if n > 0:
-            fn(0, n)
+    if n <= 0:
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=num_threads() - 1,
-                                   thread_name_prefix="scratchlm")
-    bounds = [n * i // parts for i in range(parts + 1)]
-    futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    if parts == 1:                                      # one range: on this thread, as is
+        fn(0, n)
+        return
+    blas = _blas_controller()
+    with _blas_lock:
+        before = blas.get_num_threads() if blas is not None else 1
+        if before != 1:
+            blas.set_num_threads(1)
     try:
-        fn(bounds[0], bounds[1])
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=num_threads() - 1,
+                                       thread_name_prefix="scratchlm")
+        bounds = [n * i // parts for i in range(parts + 1)]
+        futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+        try:
+            fn(bounds[0], bounds[1])
+        finally:
+            for f in futures:
+                f.result()
     finally:
-        for f in futures:
-            f.result()
+        if before != 1:
+            with _blas_lock:
+                blas.set_num_threads(before)
 
 
 def for_blocks(lo: int, hi: int, block: int):

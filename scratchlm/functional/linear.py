@@ -64,72 +64,53 @@ def linear_backward(dout, cache, need_dW=True, need_db=True):
     return dx.reshape(x.shape), dW, db
 
 
-# --- the fast CPU variant: the same products, in row blocks over the threads -----------
+# --- the fast CPU variant: the same products; the rest over the threads -------------
 
 ROWS_PER_THREAD = 64      # fewer rows than this per thread: not worth a thread
-COLUMNS_PER_THREAD = 512  # with few rows, columns of W per thread, at least
 
 
 def linear_forward_fast(x, W, b=None):
-    """linear_forward with its rows shared out over the CPU threads (same math, tested equal).
+    """linear_forward for the CPU threads (same math, tested equal).
 
-    Each thread multiplies its rows of x by W in one single-threaded BLAS call
-    and adds the bias while those rows are in its cache. With only a few rows
-    (decoding one token), the threads share out the columns of W instead.
+    The product is one BLAS call on the BLAS's own threads, as in the plain
+    op (one large product keeps both cores busier than two half products
+    from threads of ours); the bias is added over the fast path's threads.
     Shapes and returns as linear_forward.
     """
     _check_linear("linear_forward_fast", x, W, b)
     xp = get_array_module(x, W)
     C_in, C_out = W.shape
     x2 = x.reshape(-1, C_in)                            # (N, C_in)
-    y = xp.empty((x2.shape[0], C_out), dtype=x.dtype)
+    N = x2.shape[0]
+    y = xp.empty((N, C_out), dtype=x.dtype)
 
-    def rows(lo, hi):
-        xp.matmul(x2[lo:hi], W, out=y[lo:hi])           # (1)
-        if b is not None:
-            y[lo:hi] += b                               # (2)
+    def bias_rows(lo, hi):
+        y[lo:hi] += b                                   # (2)
 
-    def columns(lo, hi):                                # few rows (decoding): share W instead
-        y[:, lo:hi] = x2 @ W[:, lo:hi]                  # (1)
-        if b is not None:
-            y[:, lo:hi] += b[lo:hi]                     # (2)
-
-    if x2.shape[0] >= 2 * ROWS_PER_THREAD:
-        parallel_for(x2.shape[0], rows, ROWS_PER_THREAD)
-    else:                                               # each thread reads >= 1M weights
-        parallel_for(C_out, columns, max(COLUMNS_PER_THREAD, (1 << 20) // max(1, C_in)))
+    xp.matmul(x2, W, out=y)                             # (1)
+    if b is not None:
+        parallel_for(N, bias_rows, ROWS_PER_THREAD)
     return y.reshape(*x.shape[:-1], C_out), LinearCache(x, W, b is not None)
 
 
 def linear_backward_fast(dout, cache, need_dW=True, need_db=True):
-    """linear_backward over the CPU threads (same math, tested equal).
+    """linear_backward for the CPU threads (same math, tested equal).
 
-    dx = dY W^T by rows of dY; dW = X^T dY by rows of dW (columns of X);
-    db = sum_rows dY by columns. Every element is summed in the same order as
-    the plain op sums it.
+    dx = dY W^T and dW = X^T dY are the plain op's BLAS calls; db = sum_rows dY
+    is summed by columns over the fast path's threads, each column in the
+    plain op's order.
     """
     x, W, has_bias = cache
     xp = get_array_module(dout, W)
     C_in, C_out = W.shape
     dout2 = dout.reshape(-1, C_out)                     # (N, C_out)
-    x2 = x.reshape(-1, C_in)                            # (N, C_in)
-    N = dout2.shape[0]
-    dx = xp.empty((N, C_in), dtype=dout.dtype)
-    dW = xp.empty((C_in, C_out), dtype=dout.dtype) if need_dW else None
     db = xp.empty((C_out,), dtype=dout.dtype) if has_bias and need_db else None
 
-    def dx_rows(lo, hi):
-        xp.matmul(dout2[lo:hi], W.T, out=dx[lo:hi])     # back through (1): x
-
-    def dW_rows(lo, hi):
-        xp.matmul(x2[:, lo:hi].T, dout2, out=dW[lo:hi])  # back through (1): W
-
-    def db_cols(lo, hi):
+    def db_columns(lo, hi):
         dout2[:, lo:hi].sum(axis=0, out=db[lo:hi])      # back through (2)
 
-    parallel_for(N, dx_rows, ROWS_PER_THREAD)
-    if dW is not None:
-        parallel_for(C_in, dW_rows, 16)
     if db is not None:
-        parallel_for(C_out, db_cols, 256)
+        parallel_for(C_out, db_columns, 256)
+    dx = dout2 @ W.T                                    # back through (1): x
+    dW = x.reshape(-1, C_in).T @ dout2 if need_dW else None   # back through (1): W
     return dx.reshape(x.shape), dW, db
