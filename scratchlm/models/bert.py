@@ -191,6 +191,14 @@ class BertModel(PretrainedMixin, Module):
         self.embeddings.backward(dx)                    # back through (1)
 
 
+def _classifier_head(config, rng, dtype):
+    """Dropout (classifier_dropout, else hidden_dropout_prob) and a Linear to num_labels."""
+    p = config.classifier_dropout if config.classifier_dropout is not None \
+        else config.hidden_dropout_prob
+    return Dropout(p), Linear(config.hidden_size, config.num_labels,
+                              std=config.initializer_range, rng=rng, dtype=dtype)
+
+
 class _BertWithHead(PretrainedMixin, Module):
     """Common set-up of the task models: ``self.bert`` plus heads built by the subclass."""
 
@@ -382,11 +390,7 @@ class BertForSequenceClassification(_BertWithHead):
     """BERT with dropout and a linear classifier on the pooled output."""
 
     def _build_heads(self, config, rng, dtype):
-        p = config.classifier_dropout if config.classifier_dropout is not None \
-            else config.hidden_dropout_prob
-        self.dropout = Dropout(p)
-        self.classifier = Linear(config.hidden_size, config.num_labels,
-                                 std=config.initializer_range, rng=rng, dtype=dtype)
+        self.dropout, self.classifier = _classifier_head(config, rng, dtype)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 labels=None):
@@ -417,11 +421,7 @@ class BertForTokenClassification(_BertWithHead):
     add_pooling_layer = False
 
     def _build_heads(self, config, rng, dtype):
-        p = config.classifier_dropout if config.classifier_dropout is not None \
-            else config.hidden_dropout_prob
-        self.dropout = Dropout(p)
-        self.classifier = Linear(config.hidden_size, config.num_labels,
-                                 std=config.initializer_range, rng=rng, dtype=dtype)
+        self.dropout, self.classifier = _classifier_head(config, rng, dtype)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 labels=None):
