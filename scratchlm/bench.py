@@ -37,6 +37,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 # Named GPT configurations: (vocab, layers, heads, width, context, batch). The
@@ -368,7 +369,6 @@ def _torch_gpt(c: dict, spec: dict) -> dict:
 
 
 def _torch_bert(c: dict, spec: dict) -> dict:
-    import tempfile  # noqa: PLC0415
 
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
@@ -424,12 +424,15 @@ def _spawn(spec: dict, threads: int) -> dict:
     # Idle OpenBLAS threads go to sleep at once instead of spinning on a core
     # between calls (read when NumPy loads, so it is set for the child here).
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    proc = subprocess.run([sys.executable, "-m", "scratchlm.bench", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark process {spec['framework']} {spec['config']} failed:\n"
-                           f"{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "result.json")   # the worker's answer comes back here
+        proc = subprocess.run([sys.executable, "-m", "scratchlm.bench", json.dumps(spec), result],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not os.path.exists(result):
+            raise RuntimeError(f"benchmark process {spec['framework']} {spec['config']} "
+                               f"failed:\n{proc.stderr[-3000:]}")
+        with open(result) as f:
+            return json.load(f)
 
 
 # --- the side-by-side run --------------------------------------------------------------
@@ -713,12 +716,13 @@ def format_memory(rows: list, config: str = "small") -> str:
 
 
 def _main(argv):
-    spec = json.loads(argv[0])
+    spec, result_path = json.loads(argv[0]), argv[1]
     if spec["framework"] == "memory":
         out = memory_point(spec["T"], spec["attention"], spec["config"])
     else:
         out = run_worker(spec)
-    print(json.dumps(out))
+    with open(result_path, "w") as f:
+        json.dump(out, f)
 
 
 if __name__ == "__main__":
