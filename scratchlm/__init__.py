@@ -13,10 +13,18 @@ Shape letters, used in every docstring and comment:
     N  rows, B * T
 
 Linear weights are stored ``(C_in, C_out)``: ``y = x @ W + b``.
+
+Importing scratchlm tunes two process settings for NumPy's CPU work (idle
+BLAS threads sleep at once; freed arrays are kept for reuse): see
+``scratchlm/_runtime.py``; ``SCRATCHLM_TUNE_RUNTIME=0`` turns that off.
 """
 
-from scratchlm.backend import get_array_module, get_backend, set_backend, to_numpy
-from scratchlm.models import (
+from scratchlm import _runtime
+
+_runtime.tune()     # before NumPy loads, where it has not loaded yet
+
+from scratchlm.backend import get_array_module, get_backend, set_backend, to_numpy  # noqa: E402
+from scratchlm.models import (  # noqa: E402
     GPT, BertConfig, BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining,
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
     BertModel, GPTConfig,

@@ -9,7 +9,8 @@ Two rules make one function serve both backends:
 * ``set_backend`` decides only where *new* arrays are made: parameter
   initialisation, batches, checkpoint loading. ``xp()`` returns that module.
 
-CuPy is imported here and nowhere else, lazily, the first time it is asked for.
+CuPy (and its NCCL bindings, for distributed.py) is imported here and nowhere else,
+lazily, the first time it is asked for.
 The few functions that NumPy lacks come from the matching place per backend:
 ``erf`` (``scipy.special`` / ``cupyx.scipy.special``) and ``scatter_add``
 (``np.add.at`` / ``cupyx.scatter_add``).
@@ -70,6 +71,17 @@ def _import_cupy():
         raise RuntimeError("backend 'cupy' requested but no GPU is visible")
     _cupy = cupy
     return cupy
+
+
+def cupy_nccl():
+    """CuPy's NCCL bindings, ``cupy.cuda.nccl`` (a submodule ``import cupy`` leaves unloaded).
+
+    Raises ImportError where CuPy was built without them; their ``available``
+    is False where the NCCL library itself could not be loaded.
+    """
+    _import_cupy()
+    import cupy.cuda.nccl as nccl  # noqa: PLC0415 - with cupy, the lazy imports live here
+    return nccl
 
 
 def _check_name(name: str, where: str) -> str:

@@ -132,8 +132,6 @@ def _gpt_setup(cfg, text, out, resume):
 
 def _bert_setup(cfg, text, out, resume):
     """WordPiece tokenizer, MLM + NSP batches and model for BERT pre-training."""
-    import numpy as np  # noqa: PLC0415
-
     from scratchlm import to_numpy  # noqa: PLC0415
     from scratchlm.data import BertPretrainingBatches  # noqa: PLC0415
     from scratchlm.models import BertConfig, BertForPreTraining  # noqa: PLC0415

@@ -36,8 +36,9 @@ The pieces, from the bottom up:
 * ``ShardedBatches``: this rank's rows of a global batcher.
 
 On the cupy backend, gradients are all-reduced on the GPU by NCCL
-(``cupy.cuda.nccl``); MPI only starts the job, hands NCCL its unique id, and
-carries the small host messages (losses, agreement checks).
+(``cupy.cuda.nccl``, found by ``nccl_runtime()``; ``NcclAllReduce``); MPI only
+starts the job, hands NCCL its unique id, and carries the small host messages
+(losses, agreement checks).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import hashlib
 import json
 import os
 import pickle
+import socket
 import time
 from collections import Counter
 
@@ -162,7 +164,7 @@ class Communicator:
         self.is_main = self.rank == 0
         self.timeout = float(timeout)
         self.collectives = 0                # started so far; the same count on every rank
-        self.nccl = None                    # (cupy.cuda.nccl module, communicator, stream)
+        self.nccl = None                    # NcclAllReduce, once init_nccl() has run
         self._sends = []                    # replies in flight
 
     def __repr__(self):
@@ -311,79 +313,172 @@ class Communicator:
     def start_allreduce(self, buf, what):
         """Start summing ``buf`` over ranks, in place; returns a handle for ``test``/``wait``.
 
-        NumPy buffers go through MPI; CuPy buffers through NCCL on a stream of its own.
+        Through NCCL once ``init_nccl()`` has run (GPU buffers), else through MPI
+        (NumPy buffers).
         """
         self._start(what)
-        if not backend.is_cupy_array(buf):
-            return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
-        if self.nccl is None:
+        if self.nccl is not None:
+            return self.nccl.start(buf)
+        if backend.is_cupy_array(buf):
             raise DistributedError("a CuPy gradient buffer needs NCCL: call "
                                    "init_distributed('cupy') (or Communicator.init_nccl()) "
                                    "before building the model")
-        nccl, comm, stream = self.nccl
-        cp = backend.xp("cupy")
-        ready = cp.cuda.Event()
-        ready.record(cp.cuda.get_current_stream())   # the copies into buf, queued before this
-        stream.wait_event(ready)
-        kinds = {"float16": nccl.NCCL_FLOAT16, "float32": nccl.NCCL_FLOAT32,
-                 "float64": nccl.NCCL_FLOAT64}
-        comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, kinds[buf.dtype.name],
-                       nccl.NCCL_SUM, stream.ptr)
-        done = cp.cuda.Event()
-        done.record(stream)
-        return done
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
 
     def test(self, handles):
         """True when every handle's all-reduce has completed (moves MPI's progress on)."""
         requests = [h for h in handles if isinstance(h, self.MPI.Request)]
         events = [h for h in handles if not isinstance(h, self.MPI.Request)]
-        if events:
-            self.nccl[1].check_async_error()         # a failed peer surfaces here
-        return self.MPI.Request.Testall(requests) and all(e.done for e in events)
+        return (self.MPI.Request.Testall(requests)
+                and (not events or self.nccl.done(events)))
 
     def wait(self, handles, what):
-        """Wait for ``start_allreduce`` handles, with the deadline."""
+        """Wait for ``start_allreduce`` handles, with the deadline.
+
+        For NCCL the host waits only to enforce the deadline; then the compute
+        stream is made to wait for the sums, so the kernels queued after this read them.
+        """
         events = [h for h in handles if not isinstance(h, self.MPI.Request)]
         try:
             self._poll(lambda: self.test(handles), what)
-        except CollectiveTimeoutError:
+        except Exception:                   # the deadline passed, or a peer failed
             if events:
-                self.nccl[1].abort()                 # stop the kernels waiting for the peer
+                self.nccl.abort()           # stop the kernels waiting for it
             raise
-        if events:                                    # later work on the compute stream
-            cp = backend.xp("cupy")                   # reads the sums
-            for e in events:
-                cp.cuda.get_current_stream().wait_event(e)
+        if events:
+            self.nccl.wait_for(events)
 
     def init_nccl(self):
-        """Pick this rank's GPU and build the NCCL communicator (bootstrapped over MPI)."""
-        cp = backend.xp("cupy")
-        if not getattr(cp.cuda, "nccl_enabled", False):
-            raise DistributedError("this CuPy has no NCCL (cupy.cuda.nccl_enabled is False); "
-                                   "install the CuPy wheel for your CUDA, which bundles "
-                                   "NCCL support, and the NCCL library (pip install "
-                                   "nvidia-nccl-cu12)")
+        """Pick this rank's GPU and build the NCCL communicator (bootstrapped over MPI).
+
+        The GPU: where a process sees all the GPUs of its machine, the rank with
+        local rank i (its place among the ranks of the machine) takes GPU i;
+        where the launcher shows each process one GPU of its own
+        (CUDA_VISIBLE_DEVICES set per rank), that one. Every rank checks its own
+        set-up first and the ranks compare notes before NCCL starts, so a problem
+        on any rank (no NCCL, too few GPUs, two ranks on one GPU) stops all of
+        them with the same message: NCCL's own set-up is a collective without a
+        deadline, where the others would wait forever. Returns the GPU's index.
+        """
         local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)   # ranks on this machine
         local_rank, local_size = local.Get_rank(), local.Get_size()
         local.Free()
-        n_gpus = cp.cuda.runtime.getDeviceCount()
-        if local_size > n_gpus:
-            raise DistributedError(f"{local_size} ranks share a machine with {n_gpus} "
-                                   "GPU(s); NCCL needs one GPU per rank: start at most "
-                                   f"{n_gpus} ranks per machine")
-        cp.cuda.Device(local_rank).use()
-        nccl = cp.cuda.nccl
+        problem, gpu, index = None, None, None
+        try:
+            cp, nccl = nccl_runtime()
+            n_gpus = cp.cuda.runtime.getDeviceCount()
+            if local_size > n_gpus > 1:
+                raise DistributedError(f"{local_size} ranks share a machine whose processes "
+                                       f"see {n_gpus} GPUs; NCCL needs one GPU per rank: "
+                                       f"start at most {n_gpus} ranks per machine")
+            index = local_rank if local_size <= n_gpus else 0
+            cp.cuda.Device(index).use()
+            gpu = (socket.gethostname(), cp.cuda.runtime.deviceGetPCIBusId(index))
+        except (DistributedError, RuntimeError, ImportError, OSError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        notes = self.allgather_object((problem, gpu), "NCCL set-up (GPU choice)")
+        problems = [f"rank {r}: {p}" for r, (p, _) in enumerate(notes) if p is not None]
+        if problems:
+            raise DistributedError("NCCL cannot start; " + "; ".join(problems))
+        ranks_of = {}
+        for r, (_, g) in enumerate(notes):
+            ranks_of.setdefault(tuple(g), []).append(r)
+        shared = [f"{_ranks(rs)} share GPU {bus} on {host}"
+                  for (host, bus), rs in ranks_of.items() if len(rs) > 1]
+        if shared:
+            raise DistributedError("NCCL needs a GPU of its own for each rank, but "
+                                   + "; ".join(shared) + ": start at most one rank per GPU")
         uid = self.bcast_object(nccl.get_unique_id() if self.is_main else None,
                                 "NCCL set-up (unique id)")
-        comm = nccl.NcclCommunicator(self.world_size, uid, self.rank)
-        self.nccl = (nccl, comm, cp.cuda.Stream(non_blocking=True))
-        return local_rank
+        self.nccl = NcclAllReduce(cp, nccl, self.world_size, uid, self.rank)
+        return index
 
     def abort(self, code=1):
         """End every process of the job now (after an error that leaves the others waiting)."""
         if self.nccl is not None:
-            self.nccl[1].abort()
+            self.nccl.abort()
         self.comm.Abort(code)
+
+
+def nccl_runtime():
+    """CuPy and its NCCL bindings, ``(cupy, cupy.cuda.nccl)``; an error that says what is missing.
+
+    ``import cupy`` leaves ``cupy.cuda.nccl`` unloaded (it is not an attribute
+    of ``cupy.cuda`` until imported), so the backend imports it, once it has
+    found CuPy and a GPU. Its ``available`` is False where the NCCL library
+    could not be loaded.
+    """
+    cp = backend.xp("cupy")
+    try:
+        nccl = backend.cupy_nccl()
+    except ImportError as exc:
+        nccl, reason = None, str(exc)
+    else:
+        reason = "cupy.cuda.nccl.available is False"
+    if nccl is None or not getattr(nccl, "available", False):
+        raise DistributedError(f"this CuPy cannot load NCCL ({reason}); install the NCCL "
+                               "library for your CUDA (pip install nvidia-nccl-cu12, or "
+                               "nvidia-nccl-cu11)")
+    return cp, nccl
+
+
+class NcclAllReduce:
+    """In-place sums over ranks of GPU buffers by NCCL, on a CUDA stream of its own.
+
+    ``start(buf)`` queues three things on that stream and returns at once:
+
+        wait for an event recorded now on the compute stream   (the copies into buf)
+        ncclAllReduce(buf -> buf, count = buf.size, sum)
+        record a "done" event                                   (the handle)
+
+    ``done(events)`` asks, without blocking, whether they have passed (and
+    raises NCCL's error if a peer failed); ``wait_for(events)`` makes the
+    compute stream wait for them, so that the kernels queued after it read the
+    sums. ``cp`` and ``nccl`` are ``nccl_runtime()``'s pair.
+    """
+
+    def __init__(self, cp, nccl, world_size, unique_id, rank):
+        self.cp, self.nccl = cp, nccl
+        self.datatypes = {"float16": nccl.NCCL_FLOAT16, "float32": nccl.NCCL_FLOAT32,
+                          "float64": nccl.NCCL_FLOAT64}
+        self.comm = nccl.NcclCommunicator(world_size, unique_id, rank)   # on the current GPU
+        self.stream = cp.cuda.Stream(non_blocking=True)
+
+    def start(self, buf):
+        if not isinstance(buf, self.cp.ndarray):
+            raise DistributedError(f"NCCL sums GPU arrays; got a {type(buf).__module__} "
+                                   "array: build the model on the cupy backend")
+        if buf.dtype.name not in self.datatypes or not buf.flags.c_contiguous:
+            raise DistributedError(f"NCCL all-reduce: need a contiguous buffer of "
+                                   f"{'/'.join(self.datatypes)}; got {buf.dtype.name}")
+        cuda = self.cp.cuda
+        ready = cuda.Event(disable_timing=True)
+        ready.record(cuda.get_current_stream())
+        self.stream.wait_event(ready)
+        address = _address(buf)
+        self.comm.allReduce(address, address, buf.size, self.datatypes[buf.dtype.name],
+                            self.nccl.NCCL_SUM, self.stream.ptr)
+        done = cuda.Event(disable_timing=True)
+        done.record(self.stream)
+        return done
+
+    def done(self, events):
+        self.comm.check_async_error()       # a failed peer surfaces here
+        return all(e.done for e in events)
+
+    def wait_for(self, events):
+        stream = self.cp.cuda.get_current_stream()
+        for e in events:
+            stream.wait_event(e)
+
+    def abort(self):
+        """Stop this rank's NCCL kernels and free the communicator (no-op when done already)."""
+        self.comm.abort()
+
+
+def _address(buf):
+    """The address of a contiguous array's first element (on the GPU for CuPy)."""
+    return buf.data.ptr if backend.is_cupy_array(buf) else buf.ctypes.data
 
 
 def _ranks(ranks):

@@ -97,41 +97,83 @@ def gelu_backward(dout, cache):
 BLOCK = 1 << 15     # elements per block: the op's few temporaries stay in a core's L2 cache
 
 
+def _gelu_tanh_block(x, y, t):
+    """The tanh GELU of one block, written into y and t (t = tanh(u), the cache).
+
+    The same math as gelu_forward, in eight in-place passes over the block:
+    u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2) is (1) with x factored out.
+    """
+    np.multiply(x, x, out=t)
+    t *= SQRT_2_OVER_PI * GELU_CUBIC
+    t += SQRT_2_OVER_PI
+    t *= x                                              # (1) u
+    np.tanh(t, out=t)                                   # (2) t = tanh(u)
+    np.add(t, 1.0, out=y)                               # (3) y = x (1 + t) / 2
+    y *= x
+    y *= 0.5
+
+
+def _gelu_tanh_backward_block(dout, x, t, dx, tmp):
+    """dx of the tanh GELU for one block (gelu_backward's formula, in place passes)."""
+    np.multiply(x, x, out=dx)                           # back through (1): du/dx / sqrt(2/pi)
+    dx *= 3.0 * SQRT_2_OVER_PI * GELU_CUBIC
+    dx += SQRT_2_OVER_PI
+    np.multiply(t, t, out=tmp)                          # back through (2): dt/du = 1 - t^2
+    np.subtract(1.0, tmp, out=tmp)
+    dx *= tmp
+    dx *= x                                             # back through (3): x-operand ...
+    dx += t                                             # ... and the (1 + t) operand
+    dx += 1.0
+    dx *= 0.5
+    dx *= dout
+
+
 def gelu_forward_fast(x, approximate="none"):
-    """gelu_forward run block by block over the CPU threads (the same code, so equal).
+    """gelu_forward run block by block over the CPU threads (tested equal to rounding).
 
     A block's temporaries fit in a core's cache, so the op's passes over
-    them cost cache, not memory, bandwidth. Shapes, returns and cache as
+    them cost cache, not memory, bandwidth. The tanh form writes each block
+    straight into the output and the cache (_gelu_tanh_block); the exact
+    form runs gelu_forward on each block. Shapes, returns and cache as
     gelu_forward.
     """
     xp = get_array_module(x)
     if xp is not np or x.size < 2 * BLOCK:
         return gelu_forward(x, approximate)
     check_float("gelu_forward_fast", "x", x)
+    if approximate not in ("none", "tanh"):
+        return gelu_forward(x, approximate)             # its error message
     x1 = np.ascontiguousarray(x).reshape(-1)
     y, s = np.empty_like(x1), np.empty_like(x1)
 
     def blocks(lo, hi):
         for a, b in for_blocks(lo, hi, BLOCK):
-            y[a:b], cache = gelu_forward(x1[a:b], approximate)
-            s[a:b] = cache.s
+            if approximate == "tanh":
+                _gelu_tanh_block(x1[a:b], y[a:b], s[a:b])
+            else:
+                y[a:b], cache = gelu_forward(x1[a:b], approximate)
+                s[a:b] = cache.s
 
     parallel_for(x1.size, blocks, BLOCK)
     return y.reshape(x.shape), GeluCache(x, s.reshape(x.shape), approximate)
 
 
 def gelu_backward_fast(dout, cache):
-    """gelu_backward run block by block over the CPU threads (the same code, so equal)."""
+    """gelu_backward run block by block over the CPU threads (tested equal to rounding)."""
     x, s, approximate = cache
     if get_array_module(x) is not np or x.size < 2 * BLOCK:
         return gelu_backward(dout, cache)
     x1, s1 = np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(s).reshape(-1)
     d1 = np.ascontiguousarray(dout).reshape(-1)
-    dx = np.empty_like(d1)
+    dx = np.empty(d1.shape, dtype=np.result_type(d1, x1))
 
     def blocks(lo, hi):
+        tmp = np.empty(min(BLOCK, hi - lo), dtype=dx.dtype)     # this thread's scratch
         for a, b in for_blocks(lo, hi, BLOCK):
-            dx[a:b] = gelu_backward(d1[a:b], GeluCache(x1[a:b], s1[a:b], approximate))
+            if approximate == "tanh":
+                _gelu_tanh_backward_block(d1[a:b], x1[a:b], s1[a:b], dx[a:b], tmp[:b - a])
+            else:
+                dx[a:b] = gelu_backward(d1[a:b], GeluCache(x1[a:b], s1[a:b], approximate))
 
     parallel_for(x1.size, blocks, BLOCK)
     return dx.reshape(x.shape)

@@ -75,6 +75,7 @@ class AttentionCache(NamedTuple):
     att_dropped: Array  # (B, H, Tq, Tk) weights after dropout (att itself when off)
     dropout: Any        # DropoutCache of the weights
     scale: float        # the score scale, 1/sqrt(D) by default
+    causal: bool = False    # whether the causal mask was applied
 
 
 _NO_DROPOUT = DropoutCache(None, 1.0)
@@ -179,7 +180,7 @@ def attention_forward(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
         att *= seen                                     # over masked keys; make it 0
     att_d, drop_cache = dropout_forward(att, dropout_p, rng)  # (4)
     out = att_d @ v                                     # (5) (B, H, Tq, D)
-    return out, AttentionCache(q, k, v, att, att_d, drop_cache, scale)
+    return out, AttentionCache(q, k, v, att, att_d, drop_cache, scale, bool(causal))
 
 
 def attention_backward(dout, cache):
@@ -193,7 +194,7 @@ def attention_backward(dout, cache):
         (1) dscores *= scale;  dq = dscores k,  dk = dscores^T q
     Returns: dq (B, H, Tq, D), dk (B, H, Tk, D), dv (B, H, Tk, D)
     """
-    q, k, v, att, att_d, drop_cache, scale = cache
+    q, k, v, att, att_d, drop_cache, scale, _ = cache
     dv = att_d.swapaxes(-1, -2) @ dout                  # back through (5): v
     datt = dout @ v.swapaxes(-1, -2)                    # back through (5): att_d
     datt = dropout_backward(datt, drop_cache)           # back through (4)
@@ -208,20 +209,49 @@ def attention_backward(dout, cache):
 
 # --- the fast CPU variant: one head at a time, heads over the threads -----------------
 
-HEAD_WORK_PER_THREAD = 1 << 16   # score elements a thread should get, at least
 PER_HEAD_FROM = 1 << 12          # fewer scores per head (decoding): the plain batched op
+ROW_BLOCK = 64                    # query rows per block: a block's scores stay in the cache
+GROUP_SCORES = 1 << 16           # scores per block over a group of heads (256 KiB in float32)
+
+
+def _row_blocks(Tq, Tk, causal):
+    """(i0, i1, kend): query rows [i0, i1) and the keys [0, kend) that any of them may see.
+
+    Causal, query i sits at position Tk - Tq + i and sees keys j <= that, so
+    a block of rows needs only the keys up to its last row: the scores to
+    the right of kend are masked for every row of the block, their weights
+    exactly 0. Skipping them leaves the result unchanged and, at Tq = Tk,
+    computes (1 + 1/n) / 2 of the scores with n blocks (5/8 at n = 4).
+    Not causal: kend = Tk for every block.
+    """
+    return [(i0, min(i0 + ROW_BLOCK, Tq), Tk - Tq + min(i0 + ROW_BLOCK, Tq) if causal else Tk)
+            for i0 in range(0, Tq, ROW_BLOCK)]
+
+
+def _head_groups(B, H, Tk):
+    """(b, h0, h1): the units of work, a few heads of one sequence, the heads of each unit
+    taken together by every NumPy call (fewer calls: the threads wait less on each other
+    for Python's lock), as many as keep a block's scores within GROUP_SCORES."""
+    G = max(1, min(H, GROUP_SCORES // (ROW_BLOCK * Tk)))
+    return [(b, h0, min(h0 + G, H)) for b in range(B) for h0 in range(0, H, G)]
 
 
 def attention_forward_fast(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
                            scale=None):
-    """attention_forward computed head by head, the heads shared out over the CPU threads.
+    """attention_forward in blocks of query rows, groups of heads shared out over the threads.
 
-    The same steps (1)-(5) on each (batch, head) in turn, while its Tq x Tk
-    scores are in the cache, each product a single-threaded BLAS call. The
-    output is written in merged-heads layout: ``out`` is a (B, H, Tq, D) view
-    of a (B, Tq, H, D) array, so merge_heads(out) needs no copy. With a user
-    mask, dropout on the weights, or a few scores per head (decoding one
-    token), this is attention_forward itself.
+    The same steps (1)-(5), for a few heads of one sequence at a time and a
+    block of their query rows at a time (_row_blocks, _head_groups), so the
+    block's scores are in the cache through all the steps; each product is
+    single-threaded BLAS over the group. With ``causal``, a block skips the
+    keys none of its rows may see: their weights are exactly 0 in the plain
+    op, and are written as 0 here. The scale goes on q before the product
+    (rows x D numbers, not rows x Tk), and the row sums are one
+    matrix-vector product. The output is written in merged-heads layout:
+    ``out`` is a (B, H, Tq, D) view of a (B, Tq, H, D) array, so
+    merge_heads(out) needs no copy. With a user mask, dropout on the
+    weights, or a few scores per head (decoding one token), this is
+    attention_forward itself.
     Shapes, returns and cache as attention_forward (tested equal).
     """
     xp = get_array_module(q, k, v, mask)
@@ -233,35 +263,51 @@ def attention_forward_fast(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     hide = ~causal_keep(Tq, Tk) if causal else None     # (Tq, Tk) the future, when causal
     lowest = np.finfo(q.dtype).min
+    blocks, units = _row_blocks(Tq, Tk, causal), _head_groups(B, H, Tk)
     att = np.empty((B, H, Tq, Tk), dtype=q.dtype)
     out = np.empty((B, Tq, H, D), dtype=q.dtype).transpose(0, 2, 1, 3)   # (B, H, Tq, D)
 
-    def heads(lo, hi):
-        for i in range(lo, hi):
-            b, h = divmod(i, H)
-            s = att[b, h]                               # (Tq, Tk), filled in place
-            np.matmul(q[b, h], k[b, h].T, out=s)        # (1)
-            s *= scale
-            if hide is not None:
-                np.copyto(s, lowest, where=hide)        # (2b)
-            s -= s.max(axis=-1, keepdims=True)          # (3) softmax
-            np.exp(s, out=s)
-            s /= s.sum(axis=-1, keepdims=True)
-            np.matmul(s, v[b, h], out=out[b, h])        # (5)
+    def work(lo, hi):
+        G = units[0][2] - units[0][1]
+        q_scaled = np.empty((G, ROW_BLOCK, D), dtype=q.dtype)   # this thread's scratch
+        row_stat = np.empty((G, ROW_BLOCK, 1), dtype=q.dtype)
+        ones = np.ones((Tk, 1), dtype=q.dtype)          # row sums as a matrix-vector product
+        for b, h0, h1 in units[lo:hi]:
+            g = h1 - h0
+            for i0, i1, kend in blocks:
+                n = i1 - i0
+                s = att[b, h0:h1, i0:i1, :kend]         # (g, n, kend), filled in place
+                qs, m = q_scaled[:g, :n], row_stat[:g, :n]
+                np.multiply(q[b, h0:h1, i0:i1], scale, out=qs)
+                np.matmul(qs, k[b, h0:h1, :kend].swapaxes(-1, -2), out=s)   # (1)
+                if hide is not None:                    # (2b) only a block's last n keys
+                    j0 = max(0, kend - n)               #      can be in a row's future
+                    np.copyto(s[..., j0:], lowest, where=hide[i0:i1, j0:kend])
+                np.max(s, axis=-1, keepdims=True, out=m)           # (3) softmax
+                s -= m
+                np.exp(s, out=s)
+                np.matmul(s, ones[:kend], out=m)
+                np.reciprocal(m, out=m)
+                s *= m
+                att[b, h0:h1, i0:i1, kend:] = 0.0       # the skipped keys' weights
+                np.matmul(s, v[b, h0:h1, :kend], out=out[b, h0:h1, i0:i1])   # (5)
 
-    parallel_for(B * H, heads, max(1, HEAD_WORK_PER_THREAD // (Tq * Tk)))
-    return out, AttentionCache(q, k, v, att, att, _NO_DROPOUT, scale)
+    parallel_for(len(units), work)
+    return out, AttentionCache(q, k, v, att, att, _NO_DROPOUT, scale, bool(causal))
 
 
 def attention_backward_fast(dout, cache, out=None):
-    """attention_backward head by head over the CPU threads (same math, tested equal).
+    """attention_backward in row blocks and head groups over the threads (tested equal).
 
-    ``out``: optional (dq, dk, dv) arrays (or views, such as the head views of
-    a fused (B, T, 3C) gradient) to write into. With dropout on the weights
-    this is attention_backward itself.
+    The scores' gradient and dq go by blocks of query rows, as the forward;
+    with causal weights (zero past each block's keys, as the forward left
+    them) each block's products skip those keys, and dk, dv go by blocks of
+    keys, each from the rows that may see it. ``out``: optional (dq, dk, dv)
+    arrays (or views, such as the head views of a fused (B, T, 3C) gradient)
+    to write into. With dropout on the weights this is attention_backward.
     Returns: dq, dk, dv
     """
-    q, k, v, att, att_d, drop_cache, scale = cache
+    q, k, v, att, att_d, drop_cache, scale, causal = cache
     if drop_cache.keep is not None or get_array_module(dout) is not np:
         grads = attention_backward(dout, cache)
         if out is None:
@@ -273,23 +319,44 @@ def attention_backward_fast(dout, cache, out=None):
     Tk = k.shape[2]
     dq, dk, dv = out if out is not None else (np.empty_like(q), np.empty_like(k),
                                               np.empty_like(v))
+    blocks, units = _row_blocks(Tq, Tk, causal), _head_groups(B, H, Tk)
+    first_key = blocks[0][2] - blocks[0][1] if causal else Tk   # keys every row may see
 
-    def heads(lo, hi):
-        dscores = np.empty((Tq, Tk), dtype=q.dtype)     # this thread's scratch
-        tmp = np.empty((Tq, Tk), dtype=q.dtype)
-        for i in range(lo, hi):
-            b, h = divmod(i, H)
-            a = att[b, h]
-            np.matmul(a.T, dout[b, h], out=dv[b, h])    # back through (5): v
-            np.matmul(dout[b, h], v[b, h].T, out=dscores)   # back through (5): att
-            dscores *= a                                # back through (3)
-            np.multiply(a, dscores.sum(axis=-1, keepdims=True), out=tmp)
-            dscores -= tmp
-            dscores *= scale                            # back through (1)
-            np.matmul(dscores, k[b, h], out=dq[b, h])
-            np.matmul(dscores.T, q[b, h], out=dk[b, h])
+    def work(lo, hi):
+        G = units[0][2] - units[0][1]
+        dscores = np.empty((G, Tq, Tk), dtype=q.dtype)  # this thread's scratch
+        tmp = np.empty((G, ROW_BLOCK, Tk), dtype=q.dtype)
+        row_dot = np.empty((G, ROW_BLOCK, 1), dtype=q.dtype)
+        ones = np.ones((Tk, 1), dtype=q.dtype)
+        for b, h0, h1 in units[lo:hi]:
+            g = h1 - h0
+            a, hs = att[b, h0:h1], slice(h0, h1)
+            for i0, i1, kend in blocks:                 # rows: the scores' gradient, dq
+                n = i1 - i0
+                ds, ab = dscores[:g, i0:i1, :kend], a[:, i0:i1, :kend]
+                t, r = tmp[:g, :n, :kend], row_dot[:g, :n]
+                np.matmul(dout[b, hs, i0:i1], v[b, hs, :kend].swapaxes(-1, -2), out=ds)  # (5)
+                ds *= ab                                # back through (3)
+                np.matmul(ds, ones[:kend], out=r)
+                np.multiply(ab, r, out=t)
+                ds -= t
+                ds *= scale                             # back through (1)
+                np.matmul(ds, k[b, hs, :kend], out=dq[b, hs, i0:i1])
+            ds_all = dscores[:g]
+            if first_key > 0:                           # keys that every row may see
+                np.matmul(ds_all[:, :, :first_key].swapaxes(-1, -2), q[b, hs],
+                          out=dk[b, hs, :first_key])
+                np.matmul(a[:, :, :first_key].swapaxes(-1, -2), dout[b, hs],
+                          out=dv[b, hs, :first_key])
+            if causal:                                  # each block's own keys, from its rows on
+                for i0, i1, kend in blocks:
+                    j0 = kend - (i1 - i0)
+                    np.matmul(ds_all[:, i0:, j0:kend].swapaxes(-1, -2), q[b, hs, i0:],
+                              out=dk[b, hs, j0:kend])
+                    np.matmul(a[:, i0:, j0:kend].swapaxes(-1, -2), dout[b, hs, i0:],
+                              out=dv[b, hs, j0:kend])
 
-    parallel_for(B * H, heads, max(1, HEAD_WORK_PER_THREAD // (Tq * Tk)))
+    parallel_for(len(units), work)
     return dq, dk, dv
 
 

@@ -80,9 +80,20 @@ def layernorm_backward(dout, cache):
 BLOCK = 1 << 15     # elements per block: its temporaries stay in a core's L2 cache
 
 
-def layernorm_forward_fast(x, gamma, beta, eps=1e-5):
-    """layernorm_forward on blocks of rows over the CPU threads (the same code, so equal).
+def _row_means(a, ones, out):
+    """out = each row's mean of a (rows, C): a matrix-vector product a @ 1, then / C."""
+    np.matmul(a, ones, out=out)
+    out /= a.shape[-1]
+    return out
 
+
+def layernorm_forward_fast(x, gamma, beta, eps=1e-5):
+    """layernorm_forward on blocks of rows over the CPU threads (tested equal to rounding).
+
+    The steps (1)-(6) of layernorm_forward on each block, written straight
+    into the output and the cache (no temporaries); the row sums of (1) and
+    (3) are matrix-vector products with a vector of ones (BLAS sums a row in
+    another order than NumPy's mean: equal to rounding).
     Shapes, returns and cache as layernorm_forward.
     """
     _check_layernorm("layernorm_forward_fast", x, gamma, beta)
@@ -94,11 +105,22 @@ def layernorm_forward_fast(x, gamma, beta, eps=1e-5):
     y, x_hat = np.empty((N, C), dtype=x.dtype), np.empty((N, C), dtype=x.dtype)
     rstd = np.empty((N, 1), dtype=x.dtype)
     rows = max(1, BLOCK // C)
+    ones = np.ones((C, 1), dtype=x.dtype)
 
     def blocks(lo, hi):
+        mu = np.empty((rows, 1), dtype=x.dtype)         # this thread's scratch
         for a, b in for_blocks(lo, hi, rows):
-            y[a:b], cache = layernorm_forward(x2[a:b], gamma, beta, eps)
-            x_hat[a:b], rstd[a:b] = cache.x_hat, cache.rstd
+            xh, yb, r, m = x_hat[a:b], y[a:b], rstd[a:b], mu[:b - a]
+            _row_means(x2[a:b], ones, m)                # (1)
+            np.subtract(x2[a:b], m, out=xh)             # (2) centred
+            np.multiply(xh, xh, out=yb)                 #     (y's block as scratch)
+            _row_means(yb, ones, r)                     # (3) var
+            r += eps                                    # (4) rstd = 1 / sqrt(var + eps)
+            np.sqrt(r, out=r)
+            np.reciprocal(r, out=r)
+            xh *= r                                     # (5)
+            np.multiply(xh, gamma, out=yb)              # (6) y = gamma * x_hat + beta
+            yb += beta
 
     parallel_for(N, blocks, rows)
     return y.reshape(x.shape), LayerNormCache(x_hat.reshape(x.shape),
@@ -106,10 +128,11 @@ def layernorm_forward_fast(x, gamma, beta, eps=1e-5):
 
 
 def layernorm_backward_fast(dout, cache):
-    """layernorm_backward on blocks of rows over the CPU threads.
+    """layernorm_backward on blocks of rows over the CPU threads (tested equal to rounding).
 
-    dx is the plain op's, block by block; dgamma and dbeta add the blocks'
-    row sums (the same sums, grouped differently: equal to rounding).
+    dx by the plain op's closed form, block by block in place, the row means
+    as matrix-vector products; dgamma and dbeta add the blocks' column sums
+    (the same sums, grouped differently).
     """
     x_hat, rstd, gamma = cache
     C = x_hat.shape[-1]
@@ -118,15 +141,30 @@ def layernorm_backward_fast(dout, cache):
     x_hat2, rstd2 = x_hat.reshape(-1, C), rstd.reshape(-1, 1)
     dout2 = dout.reshape(-1, C)
     N = x_hat2.shape[0]
-    dx = np.empty((N, C), dtype=dout.dtype)
+    dx = np.empty((N, C), dtype=np.result_type(dout, x_hat))
     rows = max(1, BLOCK // C)
+    ones = np.ones((C, 1), dtype=dx.dtype)
+    ones_rows = np.ones((1, rows), dtype=dx.dtype)
     partial = {}                                        # block start -> (dgamma, dbeta)
 
     def blocks(lo, hi):
+        tmp = np.empty((rows, C), dtype=dx.dtype)       # this thread's scratch
+        mean_g, mean_gx = np.empty((rows, 1), dtype=dx.dtype), np.empty((rows, 1), dx.dtype)
         for a, b in for_blocks(lo, hi, rows):
-            dx[a:b], dgamma, dbeta = layernorm_backward(
-                dout2[a:b], LayerNormCache(x_hat2[a:b], rstd2[a:b], gamma))
-            partial[a] = (dgamma, dbeta)
+            n = b - a
+            d, xh, g, t = dout2[a:b], x_hat2[a:b], dx[a:b], tmp[:n]
+            dbeta = ones_rows[:, :n] @ d                # back through (6), + beta: column sums
+            np.multiply(d, xh, out=t)
+            dgamma = ones_rows[:, :n] @ t               # back through (6), * gamma
+            partial[a] = (dgamma[0], dbeta[0])
+            np.multiply(d, gamma, out=g)                # dx_hat
+            _row_means(g, ones, mean_g[:n])
+            np.multiply(g, xh, out=t)
+            _row_means(t, ones, mean_gx[:n])
+            g -= mean_g[:n]                             # back through (5)-(1)
+            np.multiply(xh, mean_gx[:n], out=t)
+            g -= t
+            g *= rstd2[a:b]
 
     parallel_for(N, blocks, rows)
     sums = [partial[a] for a in sorted(partial)]
