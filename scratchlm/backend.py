@@ -26,7 +26,8 @@ BLAS's own threads. Each fast variant is tested equal to its plain op.
 OpenBLAS's idle threads spin on a core for a while after each call, taking
 it from the element-wise work: ``OPENBLAS_THREAD_TIMEOUT=4`` in the
 environment, before NumPy is first imported, sends them to sleep at once
-(``benchmarks/`` and ``scratchlm bench`` set it for their processes).
+(``import scratchlm`` sets it when NumPy is not yet loaded, and keeps freed
+arrays for reuse: ``scratchlm/_runtime.py``).
 ``set_fast_path(False)`` (or ``SCRATCHLM_FAST_PATH=0``) makes every layer
 call the plain ops;
 ``set_num_threads(n)`` (or ``SCRATCHLM_NUM_THREADS``) sets the thread count,
