@@ -20,7 +20,8 @@ GELU_CUBIC = 0.044715                       # the tanh form's cubic coefficient
 
 class GeluCache(NamedTuple):
     x: Array            # (...) the input
-    s: Array            # (...) tanh(u) for "tanh", the normal CDF Phi(x) for "none"
+    s: Array            # (...) tanh(u) for "tanh", the normal CDF Phi(x) for "none";
+                        # None: recomputed from x by the backward (the fast tanh path)
     approximate: str    # "tanh" (GPT-2) or "none" (exact, BERT)
 
 
@@ -69,6 +70,8 @@ def gelu_backward(dout, cache):
     """
     x, s, approximate = cache
     xp = get_array_module(x)
+    if s is None:                                       # not kept: recompute it
+        s = gelu_forward(x, approximate)[1].s
     if approximate == "tanh":
         t = s
         dydx = x * x                                    # back through (1): du/dx / sqrt(2/pi)
@@ -97,24 +100,28 @@ def gelu_backward(dout, cache):
 BLOCK = 1 << 15     # elements per block: the op's few temporaries stay in a core's L2 cache
 
 
-def _gelu_tanh_block(x, y, t):
-    """The tanh GELU of one block, written into y and t (t = tanh(u), the cache).
-
-    The same math as gelu_forward, in eight in-place passes over the block:
-    u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2) is (1) with x factored out.
-    """
+def _gelu_tanh_t(x, t):
+    """t = tanh(u) of one block, u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2): (1)-(2) of
+    gelu_forward with x factored out of the cubic, in five in-place passes."""
     np.multiply(x, x, out=t)
     t *= SQRT_2_OVER_PI * GELU_CUBIC
     t += SQRT_2_OVER_PI
     t *= x                                              # (1) u
     np.tanh(t, out=t)                                   # (2) t = tanh(u)
+
+
+def _gelu_tanh_block(x, y, t):
+    """The tanh GELU of one block into y (t: scratch that ends holding tanh(u))."""
+    _gelu_tanh_t(x, t)
     np.add(t, 1.0, out=y)                               # (3) y = x (1 + t) / 2
     y *= x
     y *= 0.5
 
 
-def _gelu_tanh_backward_block(dout, x, t, dx, tmp):
-    """dx of the tanh GELU for one block (gelu_backward's formula, in place passes)."""
+def _gelu_tanh_backward_block(dout, x, dx, t, tmp):
+    """dx of the tanh GELU for one block: t = tanh(u) recomputed, then gelu_backward's
+    formula in in-place passes (t and tmp: scratch)."""
+    _gelu_tanh_t(x, t)
     np.multiply(x, x, out=dx)                           # back through (1): du/dx / sqrt(2/pi)
     dx *= 3.0 * SQRT_2_OVER_PI * GELU_CUBIC
     dx += SQRT_2_OVER_PI
@@ -133,9 +140,10 @@ def gelu_forward_fast(x, approximate="none"):
 
     A block's temporaries fit in a core's cache, so the op's passes over
     them cost cache, not memory, bandwidth. The tanh form writes each block
-    straight into the output and the cache (_gelu_tanh_block); the exact
-    form runs gelu_forward on each block. Shapes, returns and cache as
-    gelu_forward.
+    straight into the output and keeps only x: its backward recomputes
+    tanh(u) block by block, in the cache, instead of reading a second array
+    of the input's size from memory (cache.s is None). The exact form runs
+    gelu_forward on each block. Shapes and returns as gelu_forward.
     """
     xp = get_array_module(x)
     if xp is not np or x.size < 2 * BLOCK:
@@ -144,18 +152,21 @@ def gelu_forward_fast(x, approximate="none"):
     if approximate not in ("none", "tanh"):
         return gelu_forward(x, approximate)             # its error message
     x1 = np.ascontiguousarray(x).reshape(-1)
-    y, s = np.empty_like(x1), np.empty_like(x1)
+    y = np.empty_like(x1)
+    s = np.empty_like(x1) if approximate == "none" else None
 
     def blocks(lo, hi):
+        t = np.empty(min(BLOCK, hi - lo), dtype=x1.dtype)   # this thread's scratch
         for a, b in for_blocks(lo, hi, BLOCK):
             if approximate == "tanh":
-                _gelu_tanh_block(x1[a:b], y[a:b], s[a:b])
+                _gelu_tanh_block(x1[a:b], y[a:b], t[:b - a])
             else:
                 y[a:b], cache = gelu_forward(x1[a:b], approximate)
                 s[a:b] = cache.s
 
     parallel_for(x1.size, blocks, BLOCK)
-    return y.reshape(x.shape), GeluCache(x, s.reshape(x.shape), approximate)
+    return y.reshape(x.shape), GeluCache(x, None if s is None else s.reshape(x.shape),
+                                         approximate)
 
 
 def gelu_backward_fast(dout, cache):
@@ -163,17 +174,19 @@ def gelu_backward_fast(dout, cache):
     x, s, approximate = cache
     if get_array_module(x) is not np or x.size < 2 * BLOCK:
         return gelu_backward(dout, cache)
-    x1, s1 = np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(s).reshape(-1)
+    x1 = np.ascontiguousarray(x).reshape(-1)
     d1 = np.ascontiguousarray(dout).reshape(-1)
+    s1 = None if s is None else np.ascontiguousarray(s).reshape(-1)
     dx = np.empty(d1.shape, dtype=np.result_type(d1, x1))
 
     def blocks(lo, hi):
-        tmp = np.empty(min(BLOCK, hi - lo), dtype=dx.dtype)     # this thread's scratch
+        t, tmp = (np.empty(min(BLOCK, hi - lo), dtype=dx.dtype) for _ in range(2))   # scratch
         for a, b in for_blocks(lo, hi, BLOCK):
             if approximate == "tanh":
-                _gelu_tanh_backward_block(d1[a:b], x1[a:b], s1[a:b], dx[a:b], tmp[:b - a])
+                _gelu_tanh_backward_block(d1[a:b], x1[a:b], dx[a:b], t[:b - a], tmp[:b - a])
             else:
-                dx[a:b] = gelu_backward(d1[a:b], GeluCache(x1[a:b], s1[a:b], approximate))
+                sb = s1[a:b] if s1 is not None else None
+                dx[a:b] = gelu_backward(d1[a:b], GeluCache(x1[a:b], sb, approximate))
 
     parallel_for(x1.size, blocks, BLOCK)
     return dx.reshape(x.shape)
