@@ -40,6 +40,12 @@ equal those of a full forward up to floating-point rounding (a different
 order of summation in the matrix products). A step then costs O(T C) in
 attention and O(C^2) in the projections instead of O(T C^2 + T^2 C).
 
+At batch 1 a step is some sixty small ops per token, so what surrounds them
+matters as much as the arithmetic: GPT's ``decoder`` (models/_decode.py) is
+an inference-only forward that checks nothing per token, keeps nothing for a
+backward, and reuses its buffers from step to step; here the tokens, mask and
+positions of every step are laid out once, before the loop.
+
 Left-padded batches. Prompts of different lengths are padded on the left,
 so that every sequence's next token lands in the same (last) column. The
 attention mask (1 real, 0 padding; it covers past and new positions) hides
@@ -267,7 +273,9 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
 
     Args:
         model: a GPT (anything with ``forward(input_ids, attention_mask,
-            position_ids, kv_caches)`` and a GPT-2 ``config``).
+            position_ids, kv_caches)`` and a GPT-2 ``config``; with the KV
+            cache, a model that has GPT's ``decoder(batch_size, max_length)``
+            decodes through it).
         input_ids: an integer array (B, T) (left-padded, with attention_mask),
             or a list of prompts (lists of ints, any lengths; left-padded here,
             the mask and positions built as transformers does for GPT-2), or
@@ -321,36 +329,54 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
     if rng is None and not greedy:
         rng = backend.default_rng(seed, name)
 
-    tokens = backend.to_backend(ids, name)              # (B, T)
-    if mask is not None:
-        mask = backend.to_backend(mask, name)
-        positions = position_ids_from_mask(mask)        # (B, T)
-    else:
-        positions = None                                # the model's 0 .. T-1
+    N = T + max_new_tokens
+    tokens = xp.empty((B, N), dtype=np.int64)           # the prompt, then one column per step
+    tokens[:, :T] = backend.to_backend(ids, name)
+    positions = None                                    # None: the model's 0, 1, ...
+    if mask is not None:                                # the mask of every step at once:
+        full = np.ones((B, N), dtype=np.int64)          # generated tokens are real (1)
+        full[:, :T] = mask
+        mask = backend.to_backend(full, name)
+        positions = position_ids_from_mask(mask)        # (B, N), every step's positions too
     eos_ids = None if eos is None else xp.asarray(eos, dtype=np.int64)
     done = xp.zeros(B, dtype=bool)
 
     was_training = model.training
     model.eval()
     try:
-        caches = None
+        decoder = caches = None
         if use_cache and max_new_tokens > 0:
-            D = cfg.n_embd // cfg.n_head
-            caches = [KVCache(B, cfg.n_head, T + max_new_tokens, D, model.dtype, xp)
-                      for _ in range(cfg.n_layer)]
-        step_ids, step_pos = tokens, positions          # first step: the whole prompt
-        for _ in range(max_new_tokens):
-            if caches is not None:                      # new positions only, past in caches
-                out = model.forward(step_ids, attention_mask=mask, position_ids=step_pos,
-                                    kv_caches=caches)
+            if hasattr(model, "decoder"):               # GPT's inference-only forward
+                decoder = model.decoder(B, N)
+                if mask is not None:
+                    decoder.set_padding(mask[:, :T])
+            else:                                       # any model with kv_caches=
+                D = cfg.n_embd // cfg.n_head
+                caches = [KVCache(B, cfg.n_head, N, D, model.dtype, xp)
+                          for _ in range(cfg.n_layer)]
+        cached = 0                                      # positions whose keys are cached
+        end = N
+        for t in range(T, N):                           # t tokens so far; the next goes to t
+            if decoder is not None:                     # new positions only, past in the cache
+                logits = decoder.forward(
+                    tokens[:, cached:t], None if positions is None else positions[:, cached:t])
+            elif caches is not None:                    # the same, through model.forward
+                logits = model.forward(
+                    tokens[:, cached:t], attention_mask=None if mask is None else mask[:, :t],
+                    position_ids=None if positions is None else positions[:, cached:t],
+                    kv_caches=caches).logits[:, -1, :]  # (B, V) next-token logits
             else:                                       # the whole sequence every step
-                out = model.forward(tokens, attention_mask=mask, position_ids=positions)
-            logits = out.logits[:, -1, :]               # (B, V) next-token logits
+                logits = model.forward(
+                    tokens[:, :t], attention_mask=None if mask is None else mask[:, :t],
+                    position_ids=None if positions is None else positions[:, :t]
+                ).logits[:, -1, :]
+            cached = t
 
             if greedy:
-                next_ids = xp.argmax(logits, axis=-1).astype(np.int64)
+                next_ids = logits.argmax(axis=-1)
             else:
-                logits = logits / float(temperature)
+                if temperature != 1:                    # dividing by 1 changes nothing
+                    logits = logits / float(temperature)
                 if top_k is not None:
                     logits = top_k_filter(logits, top_k)
                 if top_p is not None:
@@ -361,18 +387,13 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
             if eos_ids is not None:                     # ended rows get padding
                 next_ids = xp.where(done, pad, next_ids)
                 done |= (next_ids[:, None] == eos_ids[None, :]).any(axis=-1)
-            tokens = xp.concatenate([tokens, next_ids[:, None]], axis=1)
-            step_ids = next_ids[:, None]                # (B, 1)
-            if mask is not None:                        # the new token is real: mask 1,
-                mask = xp.concatenate(                  # position = real tokens so far - 1
-                    [mask, xp.ones((B, 1), dtype=mask.dtype)], axis=1)
-                step_pos = mask.sum(axis=-1, keepdims=True) - 1
-                positions = xp.concatenate([positions, step_pos], axis=1)
+            tokens[:, t] = next_ids
             if eos_ids is not None and bool(done.all()):
+                end = t + 1
                 break
     finally:
         model.train(was_training)
-    return tokens
+    return tokens if end == N else xp.ascontiguousarray(tokens[:, :end])
 
 
 def generate_text(model, tokenizer, prompt, max_new_tokens=50, *, return_full_text=True,

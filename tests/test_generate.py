@@ -115,6 +115,122 @@ def test_cached_step_logits_with_left_padding(gpt64):
     np.testing.assert_allclose(full[:1, 2:], alone, rtol=0, atol=1e-12)
 
 
+# --- the lean decoder (GPT.decoder) equals GPT.forward --------------------------
+class ForwardOnly:
+    """A GPT seen without its decoder: generate's cached path then runs model.forward."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        if name == "decoder":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
+DECODER_CONFIGS = {
+    "gelu_new": dict(),
+    "gelu_erf": dict(activation_function="gelu", n_head=2, layer_norm_epsilon=1e-6),
+    "relu": dict(activation_function="relu", n_inner=48, n_layer=3),
+    "tanh": dict(activation_function="tanh", n_head=8, n_embd=16),
+}
+
+
+def decoder_gpt(name, dtype="float64"):
+    return GPT(tiny_config(initializer_range=0.2, **DECODER_CONFIGS[name]), seed=1,
+               dtype=dtype)
+
+
+@pytest.mark.parametrize("name", list(DECODER_CONFIGS))
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "left_padded"])
+def test_decoder_logits_equal_full_forward(name, padded):
+    """Prompt in two chunks, then one token at a time: each step's logits are the full forward's."""
+    model = decoder_gpt(name).eval()
+    rng = np.random.default_rng(0)
+    B, T = 3, 14
+    ids = rng.integers(0, V, size=(B, T))
+    mask = np.ones((B, T), dtype=np.int64)
+    if padded:
+        mask[0, :4] = 0
+        mask[2, :1] = 0
+        ids[mask == 0] = 0
+    pos = position_ids_from_mask(mask)
+    full = model(ids, attention_mask=mask, position_ids=pos).logits     # (B, T, V)
+    dec = model.decoder(B, T)
+    if padded:
+        dec.set_padding(mask[:, :6])                    # generated positions are real: the
+        assert mask[:, 6:].all()                        # mask past the prompt is all ones
+    cuts = [(0, 4), (4, 6)] + [(t, t + 1) for t in range(6, T)]
+    for t0, t1 in cuts:
+        step = dec.forward(ids[:, t0:t1], pos[:, t0:t1] if padded else None)
+        assert step.shape == (B, V) and step.dtype == np.float64
+        real = mask[:, t1 - 1] == 1                     # a padding query's output is unused
+        np.testing.assert_allclose(step[real], full[real, t1 - 1], rtol=0, atol=1e-10)
+    assert dec.length == T
+    with pytest.raises(ValueError, match="max_length"):
+        dec.forward(ids[:, :1])
+
+
+@pytest.mark.parametrize("name", ["greedy", "sample", "all"])
+@pytest.mark.parametrize("prompts", [[[1, 2, 3, 4]], PROMPTS], ids=["single", "ragged"])
+@pytest.mark.parametrize("config", list(DECODER_CONFIGS))
+def test_decoder_tokens_equal_forward_path(config, prompts, name):
+    """generate through GPT.decoder and through model.forward with KVCaches: the same tokens."""
+    model = decoder_gpt(config)
+    kw = SAMPLING[name]
+    lean = generate(model, prompts, 20, use_cache=True, **kw)
+    plain = generate(ForwardOnly(model), prompts, 20, use_cache=True, **kw)
+    np.testing.assert_array_equal(lean, plain)
+
+
+def test_decoder_tokens_equal_forward_path_eos_and_float32(gpt64, gpt32):
+    eos = int(generate(gpt64, PROMPTS, 6, do_sample=False)[1, -1])   # row 1 ends at step 6
+    for kw in (dict(do_sample=False), dict(seed=1, top_k=10)):
+        a = generate(gpt64, PROMPTS, 20, eos_token_id=eos, pad_token_id=0, **kw)
+        b = generate(ForwardOnly(gpt64), PROMPTS, 20, eos_token_id=eos, pad_token_id=0, **kw)
+        np.testing.assert_array_equal(a, b)
+        assert a.flags.c_contiguous
+    for prompts in ([[1, 2, 3, 4]], PROMPTS):
+        a = generate(gpt32, prompts, 30, do_sample=False)
+        b = generate(ForwardOnly(gpt32), prompts, 30, do_sample=False)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_decoder_float32_logits_close_to_forward(gpt32):
+    ids = np.random.default_rng(2).integers(0, V, size=(2, 10))
+    full = gpt32.eval()(ids).logits
+    dec = gpt32.decoder(2, 10)
+    dec.forward(ids[:, :5])
+    for t in range(5, 10):
+        step = dec.forward(ids[:, t:t + 1])
+        assert step.dtype == np.float32
+        np.testing.assert_allclose(step, full[:, t], rtol=0, atol=1e-4)
+
+
+def test_decoder_fills_the_context_and_checks_its_size(gpt64):
+    n = gpt64.config.n_positions
+    out = generate(gpt64, [[1, 2, 3]], n - 3, do_sample=False)
+    ref = generate(ForwardOnly(gpt64), [[1, 2, 3]], n - 3, do_sample=False)
+    np.testing.assert_array_equal(out, ref)
+    with pytest.raises(ValueError, match="n_positions"):
+        gpt64.decoder(1, n + 1)
+    with pytest.raises(ValueError, match="batch_size"):
+        gpt64.decoder(0, 4)
+
+
+@pytest.mark.gpu
+def test_decoder_on_cupy_equals_numpy():
+    from scratchlm import backend
+    ref = generate(decoder_gpt("gelu_new"), PROMPTS, 15, do_sample=False)
+    gpu = decoder_gpt("gelu_new").to("cupy")
+    out = generate(gpu, PROMPTS, 15, do_sample=False)
+    assert backend.is_cupy_array(out)
+    np.testing.assert_array_equal(to_numpy(out), ref)
+    a = generate(gpu, PROMPTS, 15, seed=3, top_k=10)    # a cupy Generator: compare the
+    b = generate(ForwardOnly(gpu), PROMPTS, 15, seed=3, top_k=10)   # two paths on the GPU
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
 # --- greedy ------------------------------------------------------------------
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_greedy_is_argmax_of_full_forward(gpt64, use_cache):

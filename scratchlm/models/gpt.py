@@ -20,6 +20,7 @@ import numpy as np
 
 from scratchlm import backend
 from scratchlm import functional as F
+from scratchlm.models._decode import GPTDecoder
 from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
 from scratchlm.models.configs import GPTConfig
 from scratchlm.models.outputs import ModelOutput
@@ -113,6 +114,15 @@ class GPT(PretrainedMixin, Module):
             loss, ce_cache = cross_entropy(logits, targets)  # (7)
         self._save((head_cache, ce_cache))
         return ModelOutput(loss=loss, logits=logits)
+
+    def decoder(self, batch_size, max_length):
+        """An inference-only forward over new positions with its own KV cache, for generation.
+
+        ``decoder(ids, position_ids)`` returns the next-token logits (B, V) at
+        the last of the new positions, equal to ``forward``'s there up to
+        rounding; see ``scratchlm.models._decode``. No dropout, no backward.
+        """
+        return GPTDecoder(self, batch_size, max_length)
 
     def backward(self, dloss=1.0, dlogits=None):
         """Fill every parameter's .grad from the last training forward.
