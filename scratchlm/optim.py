@@ -631,7 +631,7 @@ class AdamW(Optimizer):
                         state[name] = view[name]
 
 
-FLAT_BLOCK = 1 << 15    # elements per block of the flat update: its arrays stay in L2
+FLAT_BLOCK = 1 << 17    # elements per block of the flat update: its arrays stay in L2
 
 
 def _adamw_update(xp, p, g, m, v, v_max, tmp, denom, *, lr, wd, beta1, beta2, eps, t):

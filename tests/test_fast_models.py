@@ -12,11 +12,21 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from scratchlm import BertConfig, BertForSequenceClassification, GPT, GPTConfig, backend
+from scratchlm import BertConfig, BertForSequenceClassification, GPT, GPTConfig, backend, optim
 from scratchlm import functional as F
+from scratchlm.functional import activations, layernorm, losses
 from scratchlm.nn import layers
 from scratchlm.nn.parameter import Parameter
 from scratchlm.optim import AdamW, param_groups_for_decay
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Small blocks, so that these small models take the fast ops' blocked, threaded
+    paths (not their fallback for arrays under two blocks) and flat AdamW many blocks."""
+    for module in (activations, layernorm, losses):
+        monkeypatch.setattr(module, "BLOCK", 1 << 9)
+    monkeypatch.setattr(optim, "FLAT_BLOCK", 1 << 9)
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ def attention_backward(dout, cache):
 
 PER_HEAD_FROM = 1 << 12          # fewer scores per head (decoding): the plain batched op
 ROW_BLOCK = 64                    # query rows per block: a block's scores stay in the cache
-GROUP_SCORES = 1 << 16           # scores per block over a group of heads (256 KiB in float32)
+GROUP_SCORES = 1 << 17           # scores per block over a group of heads (512 KiB in float32)
 
 
 def _row_blocks(Tq, Tk, causal):

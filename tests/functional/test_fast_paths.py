@@ -14,7 +14,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from scratchlm import backend
 from scratchlm import functional as F
-from scratchlm.functional import attention
+from scratchlm.functional import activations, attention, layernorm, losses
 from strategies import MASK_KINDS, attention_case, no_float_warnings
 
 RNG = np.random.default_rng(0)
@@ -22,6 +22,16 @@ RNG = np.random.default_rng(0)
 
 def randn(*shape, dtype=np.float64):
     return RNG.standard_normal(shape).astype(dtype)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Blocks of a few thousand elements, so that the modest arrays of these tests run
+    through many blocks, a ragged last one and every thread, as large arrays do with
+    the default sizes (test_default_block_sizes checks those)."""
+    monkeypatch.setattr(activations, "BLOCK", 1 << 12)
+    monkeypatch.setattr(layernorm, "BLOCK", 1 << 12)
+    monkeypatch.setattr(losses, "BLOCK", 1 << 12)
 
 
 @pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
@@ -118,6 +128,25 @@ def test_attention_fast_equals_plain(threads, causal, dims):
     written = F.attention_backward_fast(dout, cache_fast, out=slots)
     assert all(w is s for w, s in zip(written, slots))
     for a, e in zip(slots, plain):
+        assert_allclose(a, e, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_fast_row_blocks_and_uneven_head_groups(threads, causal, monkeypatch):
+    """Small row blocks (a ragged last one) and groups of 2 heads out of 5 (a last group
+    of 1), with more keys than queries: every branch of the blocked loops."""
+    B, H, Tq, Tk, D = 2, 5, 50, 77, 4
+    monkeypatch.setattr(attention, "ROW_BLOCK", 16)
+    monkeypatch.setattr(attention, "GROUP_SCORES", 2 * 16 * Tk)
+    assert [h1 - h0 for _, h0, h1 in attention._head_groups(B, H, Tk)] == [2, 2, 1] * B
+    q, k, v = randn(B, H, Tq, D), randn(B, H, Tk, D), randn(B, H, Tk, D)
+    out, cache = F.attention_forward(q, k, v, causal=causal)
+    out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=causal)
+    assert_allclose(out_fast, out, rtol=1e-13, atol=1e-14)
+    assert_allclose(cache_fast.att, cache.att, rtol=1e-13, atol=1e-14)
+    dout = randn(*out.shape)
+    for a, e in zip(F.attention_backward_fast(dout, cache_fast),
+                    F.attention_backward(dout, cache)):
         assert_allclose(a, e, rtol=1e-12, atol=1e-13)
 
 
@@ -285,3 +314,21 @@ def test_cross_entropy_fast_is_identical_to_plain(threads, dtype):
                        F.cross_entropy_backward(0.7, cache))
     with pytest.raises(ValueError, match="targets must be in"):
         F.cross_entropy_forward_fast(logits, np.full((3, 200), 301))
+
+
+def test_default_block_sizes(monkeypatch):
+    """The fast ops at their default block sizes, on arrays of a few blocks."""
+    monkeypatch.undo()                                  # the module's own BLOCKs
+    n = 5 * activations.BLOCK // 2
+    x = randn(n // 256, 256, dtype=np.float32)
+    y, cache = F.gelu_forward_fast(x, "tanh")
+    assert cache.s is None                              # the fast path ran
+    assert_allclose(y, F.gelu_forward(x, "tanh")[0], rtol=2e-6, atol=1e-6)
+    C = 384
+    x = randn(5 * layernorm.BLOCK // (2 * C), C, dtype=np.float32)
+    g, b = randn(C, dtype=np.float32), randn(C, dtype=np.float32)
+    assert_allclose(F.layernorm_forward_fast(x, g, b)[0], F.layernorm_forward(x, g, b)[0],
+                    rtol=1e-5, atol=1e-5)
+    logits = randn(5 * losses.BLOCK // (2 * 300), 300, dtype=np.float32)
+    t = RNG.integers(0, 300, logits.shape[0])
+    assert F.cross_entropy_forward_fast(logits, t)[0] == F.cross_entropy_forward(logits, t)[0]
