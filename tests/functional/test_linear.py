@@ -26,7 +26,9 @@ def test_linear_gradients(case):
         return (linear_forward(x, W, b)[0] * dout).sum()
 
     inputs = {"x": x, "W": W} if b is None else {"x": x, "W": W, "b": b}
-    assert_gradients(loss, {"x": dx, "W": dW, "b": db}, inputs)
+    # Norm-wise: with many inputs of a few units the loss reaches hundreds, and its
+    # rounding, eps |loss| / h ~ 5e-8, is above the element-wise bound of small entries.
+    assert_gradients(loss, {"x": dx, "W": dW, "b": db}, inputs, normwise=True)
 
 
 @given(linear_case())
