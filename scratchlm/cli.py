@@ -459,6 +459,9 @@ def _cmd_bench(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+        partial = args.json + ".partial"                # the measurements kept on the way
+        if os.path.exists(partial):
+            os.remove(partial)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
