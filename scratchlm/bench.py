@@ -20,7 +20,9 @@ attention; the ratio is taken against the faster of the two. Its optimizer is
 
 MFU (model FLOPs utilisation) divides the model's matmul FLOPs per second by
 the peak of NumPy's sgemm measured in the same run (a 2048^3 float32 matrix
-product, the best of several). Model FLOPs count every matrix product of the
+product, the best of several). A shared host's speed drifts within a run, so
+each measurement process also measures that peak just before its own steps,
+and MFU* divides by it (the median over the timed steps). Model FLOPs count every matrix product of the
 dense formulation, the attention included, as PaLM's ``6N + 12 L H D T`` per
 token does for training (2N + 4 L C T for a forward pass). Nothing here
 asserts a speed: benchmarks measure.
@@ -410,10 +412,13 @@ def run_worker(spec: dict) -> dict:
     t0 = time.perf_counter()
     if spec["framework"] == "peak":
         out = {"sgemm_gflops": sgemm_peak()}
-    elif spec["framework"] == "scratchlm":
-        out = (_scratchlm_bert if spec["config"] == "bert-base" else _scratchlm_gpt)(c, spec)
     else:
-        out = (_torch_bert if spec["config"] == "bert-base" else _torch_gpt)(c, spec)
+        peak = sgemm_peak(repeats=4)        # this process's own, just before it measures
+        if spec["framework"] == "scratchlm":
+            out = (_scratchlm_bert if spec["config"] == "bert-base" else _scratchlm_gpt)(c, spec)
+        else:
+            out = (_torch_bert if spec["config"] == "bert-base" else _torch_gpt)(c, spec)
+        out["sgemm_gflops"] = peak
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -492,8 +497,14 @@ def run_benchmark(configs=("tiny", "small", "gpt2ish"), *, bert=True, rounds=3, 
             res = {}
             for task, training in (("train", True), ("forward", False)):
                 s = _summary([x for run in runs for x in run[task]], tokens)
-                s["mfu"] = s["tokens_per_s"] * flops_per_token(
-                    c, c["context"], training, head=name != "bert-base") / (peak * 1e9)
+                flops = flops_per_token(c, c["context"], training, head=name != "bert-base")
+                s["mfu"] = s["tokens_per_s"] * flops / (peak * 1e9)
+                # Against each process's own sgemm peak, measured just before its steps: on
+                # a host whose speed drifts, this compares like with like.
+                own = sorted(tokens / x * flops / (run["sgemm_gflops"] * 1e9)
+                             for run in runs if "sgemm_gflops" in run for x in run[task])
+                if own:
+                    s["mfu_own_peak"] = statistics.median(own)
                 res[task] = s
             for task in ("generate_cached", "generate_uncached"):
                 if task in runs[0]:
@@ -546,12 +557,13 @@ def format_report(report: dict) -> str:
     """The report as a readable table."""
     lines = [f"threads {report['threads']}, {report['rounds']} rounds x "
              f"{report['steps_per_round']} steps per framework, alternating; sgemm peak "
-             f"{report['sgemm_peak_gflops']:.0f} GFLOP/s, the median of each round's best ("
+             f"{report['sgemm_peak_gflops']:.0f} GFLOP/s, the best of each round's best ("
              + ", ".join(f"{p:.0f}" for p in report["sgemm_peak_runs"]) + ")",
-             "tokens/s: median [min-max]; MFU against the sgemm peak; ratio = scratchlm / "
-             "PyTorch's faster attention path", ""]
+             "tokens/s: median [min-max]; MFU against that sgemm peak, MFU* against each "
+             "process's own, measured just before its steps; ratio = scratchlm / PyTorch's "
+             "faster attention path", ""]
     head = f"{'config':<10} {'task':<18} {'framework':<11} {'tokens/s':>9} {'[min-max]':>17} " \
-           f"{'MFU':>5} {'peak MB':>8} {'ratio':>6}"
+           f"{'MFU':>5} {'MFU*':>5} {'peak MB':>8} {'ratio':>6}"
     lines += [head, "-" * len(head)]
     for name, entry in report["configs"].items():
         ratios = entry.get("ratios", {})
@@ -562,13 +574,14 @@ def format_report(report: dict) -> str:
                     continue
                 s = res[task]
                 mfu = f"{100 * s['mfu']:4.0f}%" if "mfu" in s else ""
+                own = f"{100 * s['mfu_own_peak']:4.0f}%" if "mfu_own_peak" in s else ""
                 peak = f"{res['peak_mb']:8.0f}" if task == "train" else ""
                 ratio = ""
                 if fw == "scratchlm" and task in ratios:
                     ratio = f"{ratios[task]['ratio']:5.2f}x"
                 spread = "[{:.0f}-{:.0f}]".format(s["min"], s["max"])
                 lines.append(f"{name if first else '':<10} {task if first else '':<18} {fw:<11} "
-                             f"{s['tokens_per_s']:9.0f} {spread:>17} {mfu:>5} "
+                             f"{s['tokens_per_s']:9.0f} {spread:>17} {mfu:>5} {own:>5} "
                              f"{peak:>8} {ratio:>6}")
                 first = False
         if "peak_memory" in ratios:
