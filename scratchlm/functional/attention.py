@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from scratchlm.backend import get_array_module, parallel_for
+from scratchlm.backend import get_array_module, num_threads, parallel_for
 from scratchlm.functional._checks import (
     check_float, check_probability, check_same_dtype, check_shape,
 )
@@ -229,11 +229,17 @@ def _row_blocks(Tq, Tk, causal):
 
 
 def _head_groups(B, H, Tk):
-    """(b, h0, h1): the units of work, a few heads of one sequence, the heads of each unit
-    taken together by every NumPy call (fewer calls: the threads wait less on each other
-    for Python's lock), as many as keep a block's scores within GROUP_SCORES."""
-    G = max(1, min(H, GROUP_SCORES // (ROW_BLOCK * Tk)))
-    return [(b, h0, min(h0 + G, H)) for b in range(B) for h0 in range(0, H, G)]
+    """(bs, hs): the units of work, slices of sequences and heads that every NumPy call of
+    a block takes together (fewer calls: the threads wait less on each other for Python's
+    lock), as many heads as keep a block's scores within GROUP_SCORES; where all the heads
+    of a sequence fit, several sequences, leaving at least one unit per thread."""
+    per_head = ROW_BLOCK * Tk
+    G = max(1, min(H, GROUP_SCORES // per_head))
+    nb = 1
+    if G == H:
+        nb = max(1, min(GROUP_SCORES // (per_head * H), B // max(1, num_threads())))
+    return [(slice(b0, min(b0 + nb, B)), slice(h0, min(h0 + G, H)))
+            for b0 in range(0, B, nb) for h0 in range(0, H, G)]
 
 
 def attention_forward_fast(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
@@ -268,18 +274,19 @@ def attention_forward_fast(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=
     out = np.empty((B, Tq, H, D), dtype=q.dtype).transpose(0, 2, 1, 3)   # (B, H, Tq, D)
 
     def work(lo, hi):
-        G = units[0][2] - units[0][1]
-        q_scaled = np.empty((G, ROW_BLOCK, D), dtype=q.dtype)   # this thread's scratch
-        row_stat = np.empty((G, ROW_BLOCK, 1), dtype=q.dtype)
+        nb, G = units[0][0].stop - units[0][0].start, units[0][1].stop - units[0][1].start
+        q_scaled = np.empty((nb, G, ROW_BLOCK, D), dtype=q.dtype)   # this thread's scratch
+        row_stat = np.empty((nb, G, ROW_BLOCK, 1), dtype=q.dtype)
         ones = np.ones((Tk, 1), dtype=q.dtype)          # row sums as a matrix-vector product
-        for b, h0, h1 in units[lo:hi]:
-            g = h1 - h0
+        for bs, hs in units[lo:hi]:
+            A, Q, K, V, O = att[bs, hs], q[bs, hs], k[bs, hs], v[bs, hs], out[bs, hs]
+            nu, g = A.shape[:2]
             for i0, i1, kend in blocks:
                 n = i1 - i0
-                s = att[b, h0:h1, i0:i1, :kend]         # (g, n, kend), filled in place
-                qs, m = q_scaled[:g, :n], row_stat[:g, :n]
-                np.multiply(q[b, h0:h1, i0:i1], scale, out=qs)
-                np.matmul(qs, k[b, h0:h1, :kend].swapaxes(-1, -2), out=s)   # (1)
+                s = A[..., i0:i1, :kend]                # (nu, g, n, kend), filled in place
+                qs, m = q_scaled[:nu, :g, :n], row_stat[:nu, :g, :n]
+                np.multiply(Q[..., i0:i1, :], scale, out=qs)
+                np.matmul(qs, K[..., :kend, :].swapaxes(-1, -2), out=s)   # (1)
                 if hide is not None:                    # (2b) only a block's last n keys
                     j0 = max(0, kend - n)               #      can be in a row's future
                     np.copyto(s[..., j0:], lowest, where=hide[i0:i1, j0:kend])
@@ -289,8 +296,8 @@ def attention_forward_fast(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=
                 np.matmul(s, ones[:kend], out=m)
                 np.reciprocal(m, out=m)
                 s *= m
-                att[b, h0:h1, i0:i1, kend:] = 0.0       # the skipped keys' weights
-                np.matmul(s, v[b, h0:h1, :kend], out=out[b, h0:h1, i0:i1])   # (5)
+                A[..., i0:i1, kend:] = 0.0              # the skipped keys' weights
+                np.matmul(s, V[..., :kend, :], out=O[..., i0:i1, :])   # (5)
 
     parallel_for(len(units), work)
     return out, AttentionCache(q, k, v, att, att, _NO_DROPOUT, scale, bool(causal))
@@ -323,38 +330,37 @@ def attention_backward_fast(dout, cache, out=None):
     first_key = blocks[0][2] - blocks[0][1] if causal else Tk   # keys every row may see
 
     def work(lo, hi):
-        G = units[0][2] - units[0][1]
-        dscores = np.empty((G, Tq, Tk), dtype=q.dtype)  # this thread's scratch
-        tmp = np.empty((G, ROW_BLOCK, Tk), dtype=q.dtype)
-        row_dot = np.empty((G, ROW_BLOCK, 1), dtype=q.dtype)
+        nb, G = units[0][0].stop - units[0][0].start, units[0][1].stop - units[0][1].start
+        dscores = np.empty((nb, G, Tq, Tk), dtype=q.dtype)   # this thread's scratch
+        tmp = np.empty((nb, G, ROW_BLOCK, Tk), dtype=q.dtype)
+        row_dot = np.empty((nb, G, ROW_BLOCK, 1), dtype=q.dtype)
         ones = np.ones((Tk, 1), dtype=q.dtype)
-        for b, h0, h1 in units[lo:hi]:
-            g = h1 - h0
-            a, hs = att[b, h0:h1], slice(h0, h1)
+        for bs, hs in units[lo:hi]:
+            A, Q, K, V, dO = att[bs, hs], q[bs, hs], k[bs, hs], v[bs, hs], dout[bs, hs]
+            dQ, dK, dV = dq[bs, hs], dk[bs, hs], dv[bs, hs]
+            nu, g = A.shape[:2]
+            dS = dscores[:nu, :g]
             for i0, i1, kend in blocks:                 # rows: the scores' gradient, dq
                 n = i1 - i0
-                ds, ab = dscores[:g, i0:i1, :kend], a[:, i0:i1, :kend]
-                t, r = tmp[:g, :n, :kend], row_dot[:g, :n]
-                np.matmul(dout[b, hs, i0:i1], v[b, hs, :kend].swapaxes(-1, -2), out=ds)  # (5)
+                ds, ab = dS[..., i0:i1, :kend], A[..., i0:i1, :kend]
+                t, r = tmp[:nu, :g, :n, :kend], row_dot[:nu, :g, :n]
+                np.matmul(dO[..., i0:i1, :], V[..., :kend, :].swapaxes(-1, -2), out=ds)  # (5)
                 ds *= ab                                # back through (3)
                 np.matmul(ds, ones[:kend], out=r)
                 np.multiply(ab, r, out=t)
                 ds -= t
                 ds *= scale                             # back through (1)
-                np.matmul(ds, k[b, hs, :kend], out=dq[b, hs, i0:i1])
-            ds_all = dscores[:g]
+                np.matmul(ds, K[..., :kend, :], out=dQ[..., i0:i1, :])
             if first_key > 0:                           # keys that every row may see
-                np.matmul(ds_all[:, :, :first_key].swapaxes(-1, -2), q[b, hs],
-                          out=dk[b, hs, :first_key])
-                np.matmul(a[:, :, :first_key].swapaxes(-1, -2), dout[b, hs],
-                          out=dv[b, hs, :first_key])
+                np.matmul(dS[..., :first_key].swapaxes(-1, -2), Q, out=dK[..., :first_key, :])
+                np.matmul(A[..., :first_key].swapaxes(-1, -2), dO, out=dV[..., :first_key, :])
             if causal:                                  # each block's own keys, from its rows on
                 for i0, i1, kend in blocks:
                     j0 = kend - (i1 - i0)
-                    np.matmul(ds_all[:, i0:, j0:kend].swapaxes(-1, -2), q[b, hs, i0:],
-                              out=dk[b, hs, j0:kend])
-                    np.matmul(a[:, i0:, j0:kend].swapaxes(-1, -2), dout[b, hs, i0:],
-                              out=dv[b, hs, j0:kend])
+                    np.matmul(dS[..., i0:, j0:kend].swapaxes(-1, -2), Q[..., i0:, :],
+                              out=dK[..., j0:kend, :])
+                    np.matmul(A[..., i0:, j0:kend].swapaxes(-1, -2), dO[..., i0:, :],
+                              out=dV[..., j0:kend, :])
 
     parallel_for(len(units), work)
     return dq, dk, dv
