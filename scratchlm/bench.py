@@ -161,14 +161,12 @@ def _batch(c: dict, seed: int = 0):
     return np.random.default_rng(seed).integers(0, c["vocab_size"], (c["batch"], c["context"]))
 
 
-def _scratchlm_gpt(c: dict, spec: dict) -> dict:
-    import numpy as np  # noqa: PLC0415
-
-    from scratchlm.generate import generate  # noqa: PLC0415
+def _gpt_training(c: dict):
+    """scratchlm's GPT of config ``c`` in training mode, a batch, and one training step
+    (forward, loss, backward, flat AdamW) as a function: ``(model, ids, train_step)``."""
     from scratchlm.models import GPT  # noqa: PLC0415
 
     ids = _batch(c)
-    base = _rss_kb()
     model = GPT(_gpt_config(c), seed=0).train()
     opt = _adamw(model.parameters(), 0.1)
 
@@ -178,9 +176,19 @@ def _scratchlm_gpt(c: dict, spec: dict) -> dict:
         model.backward()
         opt.step()
 
+    return model, ids, train_step
+
+
+def _scratchlm_gpt(c: dict, spec: dict) -> dict:
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm.generate import generate  # noqa: PLC0415
+
+    base = _rss_kb()
+    model, ids, train_step = _gpt_training(c)
     out = {"train": _timed(train_step, spec["warmup"], spec["steps"])}
     out["peak_mb"] = (_peak_kb() - base) / 1024
-    opt = None                                          # frees the moments before the forward pass
+    train_step = None                                   # frees the moments before the forward pass
     model.eval()
     out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
     if spec.get("generate"):
@@ -606,7 +614,6 @@ def profile_step(config: str = "small", steps: int = 3, warmup: int = 1,
 
     from scratchlm import backend  # noqa: PLC0415
     from scratchlm import functional as F  # noqa: PLC0415
-    from scratchlm.models import GPT  # noqa: PLC0415
     from scratchlm.optim import AdamW  # noqa: PLC0415
 
     c = CONFIGS[config]
@@ -630,16 +637,7 @@ def profile_step(config: str = "small", steps: int = 3, warmup: int = 1,
                  and callable(getattr(F, n))}
     step_orig, zero_orig = AdamW.step, AdamW.zero_grad
     try:
-        ids = _batch(c)
-        model = GPT(_gpt_config(c), seed=0).train()
-        opt = _adamw(model.parameters(), 0.1)
-
-        def train_step():
-            opt.zero_grad()
-            model(ids, labels=ids)
-            model.backward()
-            opt.step()
-
+        _, _, train_step = _gpt_training(c)
         for _ in range(warmup):
             train_step()
         for n, fn in originals.items():

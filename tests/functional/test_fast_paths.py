@@ -131,15 +131,8 @@ def test_attention_fast_equals_plain(threads, causal, dims):
         assert_allclose(a, e, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_attention_fast_groups_of_sequences(threads, causal, monkeypatch):
-    """All the heads of a block fit, so units take several sequences (a last, smaller
-    unit of 1 with B = 5 in units of 2)."""
-    B, H, Tq, Tk, D = 5, 2, 40, 40, 4
-    monkeypatch.setattr(attention, "ROW_BLOCK", 16)
-    monkeypatch.setattr(attention, "GROUP_SCORES", 2 * H * 16 * Tk)
-    monkeypatch.setattr(attention, "num_threads", lambda: 2)
-    assert [bs.stop - bs.start for bs, _ in attention._head_groups(B, H, Tk)] == [2, 2, 1]
+def assert_fast_attention_equals_plain(B, H, Tq, Tk, D, causal):
+    """Outputs, weights and the three gradients of the fast op equal the plain op's."""
     q, k, v = randn(B, H, Tq, D), randn(B, H, Tk, D), randn(B, H, Tk, D)
     out, cache = F.attention_forward(q, k, v, causal=causal)
     out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=causal)
@@ -149,6 +142,18 @@ def test_attention_fast_groups_of_sequences(threads, causal, monkeypatch):
     for a, e in zip(F.attention_backward_fast(dout, cache_fast),
                     F.attention_backward(dout, cache)):
         assert_allclose(a, e, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_fast_groups_of_sequences(threads, causal, monkeypatch):
+    """All the heads of a block fit, so units take several sequences (a last, smaller
+    unit of 1 with B = 5 in units of 2)."""
+    B, H, Tq, Tk, D = 5, 2, 40, 40, 4
+    monkeypatch.setattr(attention, "ROW_BLOCK", 16)
+    monkeypatch.setattr(attention, "GROUP_SCORES", 2 * H * 16 * Tk)
+    monkeypatch.setattr(attention, "num_threads", lambda: 2)
+    assert [bs.stop - bs.start for bs, _ in attention._head_groups(B, H, Tk)] == [2, 2, 1]
+    assert_fast_attention_equals_plain(B, H, Tq, Tk, D, causal)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -160,15 +165,7 @@ def test_attention_fast_row_blocks_and_uneven_head_groups(threads, causal, monke
     monkeypatch.setattr(attention, "GROUP_SCORES", 2 * 16 * Tk)
     assert [(bs.stop - bs.start, hs.stop - hs.start)
             for bs, hs in attention._head_groups(B, H, Tk)] == [(1, 2), (1, 2), (1, 1)] * B
-    q, k, v = randn(B, H, Tq, D), randn(B, H, Tk, D), randn(B, H, Tk, D)
-    out, cache = F.attention_forward(q, k, v, causal=causal)
-    out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=causal)
-    assert_allclose(out_fast, out, rtol=1e-13, atol=1e-14)
-    assert_allclose(cache_fast.att, cache.att, rtol=1e-13, atol=1e-14)
-    dout = randn(*out.shape)
-    for a, e in zip(F.attention_backward_fast(dout, cache_fast),
-                    F.attention_backward(dout, cache)):
-        assert_allclose(a, e, rtol=1e-12, atol=1e-13)
+    assert_fast_attention_equals_plain(B, H, Tq, Tk, D, causal)
 
 
 def test_attention_fast_with_a_mask_or_dropout_is_the_plain_op():
