@@ -263,7 +263,8 @@ def _torch_gpt_class():
             else:
                 s = (q @ k.transpose(-1, -2)) * (1.0 / D ** 0.5)
                 if causal:
-                    keep = torch.ones(T, k.shape[2], dtype=torch.bool).tril(k.shape[2] - T)
+                    keep = torch.ones(T, k.shape[2], dtype=torch.bool,
+                                      device=q.device).tril(k.shape[2] - T)
                     s = s.masked_fill(~keep, float("-inf"))
                 a = torch.softmax(s, dim=-1) @ v
             a = a.transpose(1, 2).reshape(-1, C)
@@ -281,14 +282,14 @@ def _torch_gpt_class():
             super().__init__()
             C = c["n_embd"]
             self.wte = torch.nn.Embedding(c["vocab_size"], C)
-            self.wpe = torch.nn.Embedding(N_POSITIONS, C)
+            self.wpe = torch.nn.Embedding(c.get("n_positions", N_POSITIONS), C)
             self.h = torch.nn.ModuleList(Block(C, c["n_head"], attention)
                                          for _ in range(c["n_layer"]))
             self.ln_f = torch.nn.LayerNorm(C)
 
         def forward(self, ids, caches=None, past=0):
             T = ids.shape[1]
-            x = self.wte(ids) + self.wpe(torch.arange(past, past + T))
+            x = self.wte(ids) + self.wpe(torch.arange(past, past + T, device=ids.device))
             for i, block in enumerate(self.h):
                 x = block(x, None if caches is None else caches[i], past)
             return self.ln_f(x) @ self.wte.weight.T
