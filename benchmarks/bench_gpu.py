@@ -134,7 +134,7 @@ def torch_side(c, steps):
     for name, array in GPT(cfg, seed=0).state_dict().items():     # the same weights
         for a, b in _TORCH_NAMES.items():
             name = name.replace(a, b)
-        state[name] = torch.from_numpy(array.copy())
+        state[name] = torch.from_numpy(backend.to_numpy(array).copy())
     model = _torch_gpt_class()({**c, "n_positions": n_positions(c)}, "sdpa")
     model.load_state_dict(state)
     model.to(dev).train()

@@ -263,13 +263,13 @@ class Trainer:
         if dist.world_size > 1 and self.model.rng is not None:
             self.model.set_rng(backend.default_rng(rank_seed(a.seed, dist.rank)))
 
-    def _gather_for_checkpoint(self):
+    def _gather_for_checkpoint(self, model_rng):
         """Every rank's dropout state (for rank 0 to save); check the weights agree."""
         from scratchlm.distributed import fingerprint  # noqa: PLC0415
 
         self.dist.check_agreement(f"the weights at step {self.step}",
                                   fingerprint(self.model.state_dict().values()))
-        return self.dist.allgather_object(_rng_state(self.model.rng), "dropout states")
+        return self.dist.allgather_object(model_rng, "dropout states")
 
     def _check_checkpoint(self, directory, state):
         """The checkpoint's world size is this run's; with dist, every rank read the same."""
@@ -292,9 +292,12 @@ class Trainer:
     def save_checkpoint(self):
         """Write model, optimizer, step and RNG states to out_dir/checkpoint, atomically."""
         final = os.path.join(self.args.out_dir, CHECKPOINT_DIR)
+        model_rng, rng = _rng_checkpoint(self.model.rng)
+        if rng is not self.model.rng:                   # reseeded (CuPy): go on with it
+            self.model.set_rng(rng)
         rngs = None
         if self.dist is not None:                       # rank 0 writes; all check and wait
-            rngs = self._gather_for_checkpoint()
+            rngs = self._gather_for_checkpoint(model_rng)
             if not self.is_main:
                 self.dist.barrier(f"checkpoint of step {self.step}")
                 return final
@@ -316,7 +319,7 @@ class Trainer:
             "step": self.step,
             "optimizer_scalars": scalars,
             "optimizer_groups": opt_state["param_groups"],
-            "model_rng": _rng_state(self.model.rng),
+            "model_rng": model_rng,
             "data": self.train_batches.state_dict(),
             "world_size": 1 if self.dist is None else self.dist.world_size,
             **({"model_rng_per_rank": rngs} if rngs and len(rngs) > 1 else {}),
@@ -361,19 +364,48 @@ class Trainer:
         self.optimizer.load_state_dict({"state": opt_state,
                                         "param_groups": state["optimizer_groups"]})
         rngs = state.get("model_rng_per_rank")
-        _set_rng_state(self.model.rng, rngs[self.dist.rank] if rngs else state["model_rng"])
+        _restore_rng(self.model, rngs[self.dist.rank] if rngs else state["model_rng"])
         self.train_batches.load_state_dict(state["data"])
         self.step = int(state["step"])
         return state
 
 
-def _rng_state(rng):
-    return None if rng is None else rng.bit_generator.state
+def _is_cupy_generator(rng):
+    return type(rng).__module__.split(".")[0] == "cupy"
 
 
-def _set_rng_state(rng, state):
-    if rng is not None and state is not None:
-        rng.bit_generator.state = state
+def _rng_checkpoint(rng):
+    """The dropout generator as a checkpoint keeps it: (state to save, generator to go on with).
+
+    A NumPy Generator's state is a small dict, saved as it is. A CuPy
+    Generator keeps its state in device memory, which no public call reads or
+    writes; so the run goes on from a new generator, seeded with a number
+    drawn from the old one, and the checkpoint keeps that seed: a run resumed
+    from the checkpoint draws exactly what this run draws after it.
+    """
+    if rng is None:
+        return None, None
+    if _is_cupy_generator(rng):
+        from scratchlm import backend  # noqa: PLC0415
+        seed = int(rng.integers(0, 2 ** 63 - 1))
+        return {"cupy_seed": seed}, backend.default_rng(seed, "cupy")
+    return rng.bit_generator.state, rng
+
+
+def _restore_rng(model, state):
+    """Set the model's dropout generator to a state saved by _rng_checkpoint."""
+    if model.rng is None or state is None:
+        return
+    from scratchlm import backend  # noqa: PLC0415
+    on_gpu = _is_cupy_generator(model.rng)
+    if "cupy_seed" in state:                            # saved by a run on the GPU
+        model.set_rng(backend.default_rng(state["cupy_seed"], "cupy" if on_gpu else "numpy"))
+    elif on_gpu:                                        # a CPU run's state, resumed on the GPU:
+        cpu = np.random.default_rng()                   # a GPU stream seeded from it
+        cpu.bit_generator.state = state
+        model.set_rng(backend.default_rng(int(cpu.integers(0, 2 ** 63 - 1)), "cupy"))
+    else:
+        model.rng.bit_generator.state = state
 
 
 def plot_losses(metrics_path, png_path):

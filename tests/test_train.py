@@ -212,3 +212,40 @@ def test_train_command_rejects_impossible_settings(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 1
     assert "no run to resume" in capsys.readouterr().err
+
+
+class FakeCupyGenerator:
+    """Stands for a CuPy Generator on the CPU: its type lives in the cupy package and it
+    has no readable state (CuPy keeps it in device memory)."""
+    __module__ = "cupy.random._generator"
+
+    def __init__(self, seed):
+        self.seed, self._g = seed, np.random.default_rng(seed)
+
+    def integers(self, low, high):
+        return self._g.integers(low, high)
+
+
+def test_a_cupy_generator_is_checkpointed_as_a_seed_and_the_run_goes_on_from_it(monkeypatch):
+    from scratchlm import backend, train
+
+    monkeypatch.setattr(backend, "default_rng",
+                        lambda seed, name=None: FakeCupyGenerator(seed) if name == "cupy"
+                        else np.random.default_rng(seed))
+    state, rng = train._rng_checkpoint(FakeCupyGenerator(7))
+    expected = int(np.random.default_rng(7).integers(0, 2 ** 63 - 1))
+    assert state == {"cupy_seed": expected} and json.loads(json.dumps(state)) == state
+    assert isinstance(rng, FakeCupyGenerator) and rng.seed == expected
+    model = tiny_gpt(dropout=0.1)
+    model.set_rng(FakeCupyGenerator(0))
+    train._restore_rng(model, state)                    # resumed on the GPU: the same stream
+    assert isinstance(model.rng, FakeCupyGenerator) and model.rng.seed == expected
+    assert model.h[1].attn.rng is model.rng
+    cpu_state = np.random.default_rng(3).bit_generator.state
+    train._restore_rng(model, cpu_state)                # a CPU run resumed on the GPU
+    assert model.rng.seed == int(np.random.default_rng(3).integers(0, 2 ** 63 - 1))
+    model.set_rng(np.random.default_rng(0))
+    train._restore_rng(model, state)                    # a GPU run resumed on the CPU
+    assert model.rng.integers(0, 100) == np.random.default_rng(expected).integers(0, 100)
+    plain = np.random.default_rng(5)                    # NumPy: the state itself, same generator
+    assert train._rng_checkpoint(plain) == (plain.bit_generator.state, plain)
