@@ -180,17 +180,48 @@ def erf(x):
     return scipy_erf(x)
 
 
+SCATTER_CHUNK = 4096  # rows of values summed per matrix product in scatter_add_in_order
+
+
 def scatter_add(a, indices, values) -> None:
     """In place: ``a[indices[i]] += values[i]`` with repeated indices adding up.
 
     ``a[idx] += v`` would keep only one of the values for a repeated index;
-    ``np.add.at`` (and ``cupyx.scatter_add``) accumulates every one.
+    ``np.add.at`` accumulates every one. On the GPU, ``scatter_add_in_order``
+    does it (CuPy's ``add.at`` adds atomically, in an order that changes from
+    run to run).
     """
     if is_cupy_array(a):
-        import cupyx  # noqa: PLC0415
-        cupyx.scatter_add(a, indices, values)
+        scatter_add_in_order(a, indices, values)
     else:
         np.add.at(a, indices, values)
+
+
+def scatter_add_in_order(a, indices, values, chunk: int | None = None) -> None:
+    """``a[indices[i]] += values[i]`` (repeats adding up) with every sum in a fixed order.
+
+    CuPy's ``add.at`` adds with atomic operations, whose order varies from
+    run to run: floating-point sums then differ in their last bits, and a
+    training run can be neither repeated nor resumed exactly. Here, for each
+    chunk of values in turn (SCATTER_CHUNK unless ``chunk`` says), the distinct indices are found (a
+    sort) and each one's values summed by a matrix product with a 0/1
+    matrix, ``onehot (U, K) @ values (K, C)``: products by 1 and 0 are exact,
+    and a matrix product is deterministic. The sums of the chunks land in
+    ``a`` by plain indexing, which is safe because the indices of one chunk
+    are distinct. Any backend; the numpy one is what tests compare it with.
+    """
+    xp = get_array_module(a, values)
+    idx = xp.asarray(indices).reshape(-1)
+    if idx.size == 0:
+        return
+    rows = xp.asarray(values, dtype=a.dtype).reshape(idx.size, -1)     # (N, C)
+    idx = xp.where(idx < 0, idx + a.shape[0], idx)      # -1 and V-1 are the same row
+    step = chunk or SCATTER_CHUNK
+    for lo in range(0, idx.size, step):
+        distinct, which = xp.unique(idx[lo:lo + step], return_inverse=True)
+        onehot = (xp.arange(distinct.size)[:, None] == which.reshape(1, -1)).astype(rows.dtype)
+        sums = onehot @ rows[lo:lo + step]              # (U, C): each index's values summed
+        a[distinct] += sums.reshape(distinct.shape + a.shape[1:])
 
 
 def default_rng(seed=None, name: str | None = None):

@@ -226,6 +226,31 @@ def test_scatter_add_equals_a_loop(V, ids, data):
     np.testing.assert_allclose(a, expected, rtol=1e-12, atol=1e-12)
 
 
+@given(st.integers(1, 6), st.lists(st.integers(-6, 5), min_size=1, max_size=40),
+       st.integers(1, 9), st.booleans(), st.data())
+def test_scatter_add_in_order_equals_add_at(V, ids, chunk, rows, data):
+    # The GPU's deterministic scatter-add, run on NumPy: chunks of any size, negative
+    # indices (-1 is row V-1), a table of rows or a vector.
+    ids = np.array([i % V - V if i < 0 else i % V for i in ids])
+    shape = (V, 3) if rows else (V,)
+    values = data.draw(arrays((len(ids),) + shape[1:]))
+    expected = data.draw(arrays(shape))
+    a = expected.copy()
+    np.add.at(expected, ids, values)
+    backend.scatter_add_in_order(a, ids, values, chunk=chunk)
+    np.testing.assert_allclose(a, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_scatter_add_in_order_takes_batches_of_ids():
+    ids = np.array([[0, 3, 3], [1, 0, 3]])
+    values = np.arange(12.0).reshape(2, 3, 2)
+    a = np.zeros((4, 2))
+    backend.scatter_add_in_order(a, ids, values, chunk=4)
+    expected = np.zeros((4, 2))
+    np.add.at(expected, ids.reshape(-1), values.reshape(-1, 2))
+    np.testing.assert_array_equal(a, expected)
+
+
 # --- CuPy against NumPy, where a GPU is visible --------------------------------
 
 def gpu_cases():
@@ -299,6 +324,17 @@ def test_cupy_backend_switch_erf_scatter_add_and_dropout():
     a = cp.zeros(3, dtype=cp.float32)
     backend.scatter_add(a, cp.asarray([0, 0, 2]), cp.asarray([1.0, 2.0, 3.0], dtype=cp.float32))
     np.testing.assert_array_equal(cp.asnumpy(a), [3.0, 0.0, 3.0])
+    ids = cp.asarray(np.random.default_rng(0).integers(0, 50, 10_000))  # many repeats, 3 chunks
+    rows = cp.asarray(np.random.default_rng(1).standard_normal((10_000, 16)), dtype=cp.float32)
+    sums = []
+    for _ in range(3):                                  # the same bits every time
+        table = cp.zeros((50, 16), dtype=cp.float32)
+        backend.scatter_add(table, ids, rows)
+        sums.append(cp.asnumpy(table))
+    assert all(np.array_equal(s, sums[0]) for s in sums)
+    expected = np.zeros((50, 16))
+    np.add.at(expected, cp.asnumpy(ids), cp.asnumpy(rows).astype(np.float64))
+    np.testing.assert_allclose(sums[0], expected, rtol=1e-4, atol=1e-4)
     x = cp.linspace(-3, 3, 101, dtype=cp.float32)
     assert backend.erf(x).dtype == cp.float32
     np.testing.assert_allclose(cp.asnumpy(backend.erf(x)), backend.erf(cp.asnumpy(x)),

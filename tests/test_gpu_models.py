@@ -92,6 +92,17 @@ def test_gpt_float32_on_cupy_close_to_numpy():
     assert_same(c, g, 2e-4)
 
 
+def test_gpu_gradients_repeat_bit_for_bit():
+    # Repeated ids in the embedding backward: summed in a fixed order, not atomically.
+    model = on_gpu(gpt("float32", vocab=5))
+    ids = np.random.default_rng(2).integers(0, 5, (8, 48))
+    first = run(model, input_ids=ids, labels=ids)[1]
+    for _ in range(2):
+        again = run(model, input_ids=ids, labels=ids)[1]
+        for name in first:
+            assert_array_equal(again[name], first[name], err_msg=name)
+
+
 def bert_cfg():
     return BertConfig(vocab_size=41, hidden_size=24, num_hidden_layers=2,
                       num_attention_heads=3, intermediate_size=48, max_position_embeddings=40,
