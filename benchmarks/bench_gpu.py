@@ -183,6 +183,64 @@ def torch_side(c, steps):
     return out
 
 
+def profile(c, steps=3):
+    """Milliseconds per training step of each functional op on the GPU, largest first.
+
+    Every ``*_forward`` / ``*_backward`` of ``scratchlm.functional`` and
+    ``AdamW.step`` is wrapped with a device synchronisation before and after,
+    so each op is charged its own kernels (and launches); ``(other)`` is the
+    rest of the step.
+    """
+    from scratchlm import functional as F  # noqa: PLC0415
+
+    cp = backend.xp("cupy")
+    sync = cp.cuda.Device().synchronize
+    totals = {}
+
+    def wrap(name, fn):
+        def timed_op(*args, **kwargs):
+            sync()
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sync()
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
+        return timed_op
+
+    cfg = GPTConfig(vocab_size=c["vocab_size"], n_positions=n_positions(c), n_embd=c["n_embd"],
+                    n_layer=c["n_layer"], n_head=c["n_head"], resid_pdrop=0.0,
+                    embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT(cfg, seed=0).to("cupy").train()
+    ids = cp.asarray(np.random.default_rng(0).integers(0, c["vocab_size"],
+                                                       (c["batch"], c["context"])))
+    opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, flat=True)
+
+    def train_step():
+        opt.zero_grad()
+        model(ids, labels=ids)
+        model.backward()
+        opt.step()
+
+    train_step()
+    names = [n for n in dir(F) if n.endswith(("_forward", "_backward"))
+             and callable(getattr(F, n))]
+    originals = {n: getattr(F, n) for n in names}
+    step_orig = AdamW.step
+    try:
+        for n in names:
+            setattr(F, n, wrap(n, originals[n]))
+        AdamW.step = wrap("AdamW.step", step_orig)
+        total = sum(timed(train_step, sync, 0, steps))
+    finally:
+        for n in names:
+            setattr(F, n, originals[n])
+        AdamW.step = step_orig
+    ops = {n: t / steps * 1e3 for n, t in totals.items()}
+    ops["(other)"] = total / steps * 1e3 - sum(ops.values())
+    return total / steps * 1e3, dict(sorted(ops.items(), key=lambda kv: -kv[1]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", default="tiny,small,gpt2ish,gpt2")
@@ -190,9 +248,18 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--json", help="write the full results here")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--profile", metavar="CONFIG", help="only: ms per op of a training step")
     args = ap.parse_args(argv)
     backend.set_backend("cupy")
     cp = backend.xp("cupy")
+    if args.profile:
+        step_ms, ops = profile(CONFIGS[args.profile])
+        print(f"GPT {args.profile} on the GPU: {step_ms:.1f} ms per training step "
+              "(each op between device synchronisations)")
+        for name, ms in ops.items():
+            if ms >= 0.05 * step_ms / 100:
+                print(f"  {name:<34} {ms:8.2f} ms {100 * ms / step_ms:5.1f}%")
+        return 0
     pool = PoolPeak(cp)
     use_torch = not args.no_torch
     if use_torch:

@@ -5,6 +5,7 @@
 #    Trainer resuming on the GPU; the CLI; NCCL with one rank per GPU),
 # 2. the NCCL gradient all-reduce against one process (benchmarks/check_nccl_gpu.py),
 # 3. the side-by-side benchmark against PyTorch on the same GPU (bench_gpu.py),
+#    and the milliseconds per op of a training step (PROFILE_CONFIGS),
 # 4. the README's main job, scratchlm train, on the GPU.
 # Logs go to OUT_DIR (default gpu-check/). Runs with the repository on PYTHONPATH,
 # so the Python that has CuPy needs no install of scratchlm.
@@ -34,6 +35,10 @@ timeout 120 mpirun -n "$n" $PY benchmarks/check_nccl_gpu.py 2>&1 | tail -12
 echo "== benchmark against PyTorch on the GPU"
 timeout "${BENCH_TIMEOUT:-300}" $PY benchmarks/bench_gpu.py --configs "$BENCH_CONFIGS" \
     --rounds "$BENCH_ROUNDS" --json "$out/bench_gpu.json" 2>&1 | tail -30
+
+for config in ${PROFILE_CONFIGS:-small gpt2}; do
+    timeout 120 $PY benchmarks/bench_gpu.py --profile "$config" 2>&1 | head -24
+done
 
 echo "== scratchlm train --backend cupy (the README's main job on the GPU)"
 SECONDS=0
