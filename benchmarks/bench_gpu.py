@@ -183,7 +183,7 @@ def torch_side(c, steps):
     return out
 
 
-def profile(c, steps=3):
+def profile(c, steps=3, attention="auto"):
     """Milliseconds per training step of each functional op on the GPU, largest first.
 
     Every ``*_forward`` / ``*_backward`` of ``scratchlm.functional`` and
@@ -211,7 +211,7 @@ def profile(c, steps=3):
     cfg = GPTConfig(vocab_size=c["vocab_size"], n_positions=n_positions(c), n_embd=c["n_embd"],
                     n_layer=c["n_layer"], n_head=c["n_head"], resid_pdrop=0.0,
                     embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT(cfg, seed=0).to("cupy").train()
+    model = GPT(cfg, seed=0).to("cupy").train().set_attention(attention)
     ids = cp.asarray(np.random.default_rng(0).integers(0, c["vocab_size"],
                                                        (c["batch"], c["context"])))
     opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, flat=True)
@@ -249,13 +249,15 @@ def main(argv=None):
     ap.add_argument("--json", help="write the full results here")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--profile", metavar="CONFIG", help="only: ms per op of a training step")
+    ap.add_argument("--attention", default="auto", choices=["auto", "plain", "blockwise"],
+                    help="the attention path of --profile")
     args = ap.parse_args(argv)
     backend.set_backend("cupy")
     cp = backend.xp("cupy")
     if args.profile:
-        step_ms, ops = profile(CONFIGS[args.profile])
-        print(f"GPT {args.profile} on the GPU: {step_ms:.1f} ms per training step "
-              "(each op between device synchronisations)")
+        step_ms, ops = profile(CONFIGS[args.profile], attention=args.attention)
+        print(f"GPT {args.profile} on the GPU, attention {args.attention}: {step_ms:.1f} ms "
+              "per training step (each op between device synchronisations)")
         for name, ms in ops.items():
             if ms >= 0.05 * step_ms / 100:
                 print(f"  {name:<34} {ms:8.2f} ms {100 * ms / step_ms:5.1f}%")
