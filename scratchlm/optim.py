@@ -575,17 +575,19 @@ class AdamW(Optimizer):
         buf = flat["buffers"]
         xp = get_array_module(buf["data"])
         hyper = dict(lr=lr, wd=wd, beta1=beta1, beta2=beta2, eps=eps, t=t)
+        on_cpu = xp.__name__ == "numpy"
+        block = FLAT_BLOCK if on_cpu else GPU_FLAT_BLOCK
 
         def blocks(lo, hi):
-            tmp = xp.empty(min(FLAT_BLOCK, hi - lo), dtype=buf["data"].dtype)
+            tmp = xp.empty(min(block, hi - lo), dtype=buf["data"].dtype)
             denom = xp.empty_like(tmp)
-            for a, b in for_blocks(lo, hi, FLAT_BLOCK):
+            for a, b in for_blocks(lo, hi, block):
                 _adamw_update(xp, buf["data"][a:b], buf["grad"][a:b], buf["exp_avg"][a:b],
                               buf["exp_avg_sq"][a:b],
                               buf["max_exp_avg_sq"][a:b] if amsgrad else None,
                               tmp[:b - a], denom[:b - a], **hyper)
 
-        if xp.__name__ == "numpy":
+        if on_cpu:
             parallel_for(buf["data"].size, blocks, FLAT_BLOCK)
         else:
             blocks(0, buf["data"].size)
@@ -632,6 +634,8 @@ class AdamW(Optimizer):
 
 
 FLAT_BLOCK = 1 << 17    # elements per block of the flat update: its arrays stay in L2
+GPU_FLAT_BLOCK = 1 << 24  # on the GPU, blocks only bound the scratch (64 MB in float32):
+                          # each block is some fifteen kernel launches
 
 
 def _adamw_update(xp, p, g, m, v, v_max, tmp, denom, *, lr, wd, beta1, beta2, eps, t):
@@ -702,7 +706,11 @@ def clip_grad_norm(params, max_norm) -> float:
     parameters are not counted. Returns the norm before clipping.
     """
     grads = [p.grad for p in params if p.requires_grad]
-    total = math.sqrt(sum(float((g * g).sum()) for g in grads))
+    squares = [(g * g).sum() for g in grads]            # one sum per parameter, where it lives
+    if grads and is_cupy_array(grads[0]):               # the GPU: one copy to the host, not
+        total = math.sqrt(float(get_array_module(*squares).stack(squares).sum(dtype="float64")))
+    else:                                               # one round trip per parameter
+        total = math.sqrt(sum(float(s) for s in squares))
     if max_norm is not None:
         _check_real("clip_grad_norm", "max_norm", max_norm, 0.0)
         coef = max_norm / (total + 1e-6)

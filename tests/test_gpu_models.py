@@ -103,6 +103,21 @@ def test_gpu_gradients_repeat_bit_for_bit():
             assert_array_equal(again[name], first[name], err_msg=name)
 
 
+def test_clip_grad_norm_on_cupy_equals_numpy():
+    from scratchlm.optim import clip_grad_norm
+
+    cpu = gpt()
+    ids = np.random.default_rng(5).integers(0, 37, (2, 20))
+    run(cpu, input_ids=ids, labels=ids)
+    gpu = on_gpu(cpu)                                   # the gradients move too
+    norm_cpu = clip_grad_norm(cpu.parameters(), 0.5)
+    norm_gpu = clip_grad_norm(gpu.parameters(), 0.5)
+    assert isinstance(norm_gpu, float) and norm_gpu > 0.5
+    assert norm_gpu == pytest.approx(norm_cpu, rel=1e-12)
+    for (name, a), b in zip(cpu.named_parameters(), gpu.parameters()):
+        assert_allclose(backend.to_numpy(b.grad), a.grad, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
 def bert_cfg():
     return BertConfig(vocab_size=41, hidden_size=24, num_hidden_layers=2,
                       num_attention_heads=3, intermediate_size=48, max_position_embeddings=40,
