@@ -258,6 +258,23 @@ def test_bad_eval_file_names_the_line(tiny_bert, task_files, tmp_path):
                                    str(tmp_path / "out"), progress=False))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("task, epochs, metric, floor, kw", [
+    ("classify", 4, "accuracy", 0.9, {}), ("ner", 5, "f1", 0.6, {}),
+    ("qa", 8, "f1", 0.5, {"doc_stride": 8})])
+def test_finetuning_on_the_gpu_learns_each_task(task, epochs, metric, floor, kw, tiny_bert,
+                                                task_files, tmp_path):
+    from scratchlm import backend
+
+    backend.set_backend("cupy")                         # the model is loaded onto the GPU
+    try:
+        r = run(task, tiny_bert, task_files, tmp_path, epochs=epochs, **kw)
+    finally:
+        backend.set_backend("numpy")
+    assert r.best[metric] > floor, r.history            # as on the CPU (tests above)
+    assert r.best[metric] > r.baseline[metric]
+
+
 def test_cli_finetune_and_predict(tiny_bert, task_files, tmp_path, capsys):
     train, dev = task_files["classify"]
     out = str(tmp_path / "cli")
