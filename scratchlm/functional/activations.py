@@ -136,6 +136,57 @@ def _gelu_tanh_backward_block(dout, x, dx, t, tmp):
     dx *= dout
 
 
+# The normal CDF of float32 blocks, for the exact GELU. SciPy's erf costs some
+# 20 ns per element (a scalar loop); this costs about 4, in whole-block passes:
+#
+#     Phi(x) = 1/2 + sign(x) (1/2 - Q(|x|)),    Q(u) = 1 - Phi(u) = exp(-u^2 / 2) R(t),
+#     t = 1 / (1 + P u),    R(t) = c1 t + c2 t^2 + ... + c6 t^6
+#
+# (the form of Abramowitz & Stegun 26.2.17, with 1/sqrt(2 pi) folded into the c_k).
+# P and c_k were fitted here, by least squares reweighted toward the smallest largest
+# error (Lawson's iteration), to SciPy's ndtr in float64 on u in [0, 9]: the formula is
+# within 5e-9 of Q. Evaluated in float32 it is as accurate as the plain float32 op
+# (GELU's output within a few ulp of the float64 value; tested). float64 keeps erf.
+NORMAL_TAIL_P = 0.276
+NORMAL_TAIL_C = (0.117624558, 0.0467207502, 0.322153517, -0.313861653, 0.440815018,
+                 -0.113452193)
+
+
+def _normal_cdf_block(x, phi, gauss, t):
+    """Phi(x) of one float32 block into phi; gauss ends holding exp(-x^2 / 2) (t: scratch)."""
+    np.abs(x, out=gauss)                                # u = |x|
+    np.multiply(gauss, np.float32(NORMAL_TAIL_P), out=t)
+    t += np.float32(1.0)
+    np.divide(np.float32(1.0), t, out=t)                # t = 1 / (1 + P u)
+    np.multiply(t, np.float32(NORMAL_TAIL_C[-1]), out=phi)
+    for c in NORMAL_TAIL_C[-2::-1]:                     # R(t) by Horner's rule
+        phi += np.float32(c)
+        phi *= t
+    np.multiply(gauss, gauss, out=gauss)
+    gauss *= np.float32(-0.5)
+    np.exp(gauss, out=gauss)                            # exp(-u^2 / 2)
+    phi *= gauss                                        # Q(|x|)
+    np.subtract(np.float32(0.5), phi, out=phi)
+    np.copysign(phi, x, out=phi)
+    phi += np.float32(0.5)                              # 1/2 + sign(x) (1/2 - Q(|x|))
+
+
+def _gelu_exact_block(x, y, gauss, t):
+    """The exact GELU of one float32 block into y: x Phi(x) (gauss, t: scratch)."""
+    _normal_cdf_block(x, y, gauss, t)
+    y *= x
+
+
+def _gelu_exact_backward_block(dout, x, dx, gauss, t):
+    """dx of the exact GELU for one float32 block: (Phi(x) + x phi(x)) dout, Phi recomputed
+    (gauss, t: scratch)."""
+    _normal_cdf_block(x, dx, gauss, t)
+    gauss *= x
+    gauss *= np.float32(INV_SQRT_2PI)                   # x phi(x)
+    dx += gauss
+    dx *= dout
+
+
 def gelu_forward_fast(x, approximate="none"):
     """gelu_forward run block by block over the CPU threads (tested equal to rounding).
 
@@ -143,7 +194,9 @@ def gelu_forward_fast(x, approximate="none"):
     them cost cache, not memory, bandwidth. The tanh form writes each block
     straight into the output and keeps only x: its backward recomputes
     tanh(u) block by block, in the cache, instead of reading a second array
-    of the input's size from memory (cache.s is None). The exact form runs
+    of the input's size from memory (cache.s is None). The exact form does
+    the same in float32, its normal CDF from a fitted formula (see
+    NORMAL_TAIL_C) four times faster than erf; in float64 it runs
     gelu_forward on each block. Shapes and returns as gelu_forward.
     """
     xp = get_array_module(x)
@@ -154,13 +207,16 @@ def gelu_forward_fast(x, approximate="none"):
         return gelu_forward(x, approximate)             # its error message
     x1 = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(x1)
-    s = np.empty_like(x1) if approximate == "none" else None
+    recompute = approximate == "tanh" or x1.dtype == np.float32
+    s = None if recompute else np.empty_like(x1)
 
     def blocks(lo, hi):
-        t = np.empty(min(BLOCK, hi - lo), dtype=x1.dtype)   # this thread's scratch
+        t, tmp = (np.empty(min(BLOCK, hi - lo), dtype=x1.dtype) for _ in range(2))  # scratch
         for a, b in for_blocks(lo, hi, BLOCK):
             if approximate == "tanh":
                 _gelu_tanh_block(x1[a:b], y[a:b], t[:b - a])
+            elif recompute:
+                _gelu_exact_block(x1[a:b], y[a:b], t[:b - a], tmp[:b - a])
             else:
                 y[a:b], cache = gelu_forward(x1[a:b], approximate)
                 s[a:b] = cache.s
@@ -185,6 +241,8 @@ def gelu_backward_fast(dout, cache):
         for a, b in for_blocks(lo, hi, BLOCK):
             if approximate == "tanh":
                 _gelu_tanh_backward_block(d1[a:b], x1[a:b], dx[a:b], t[:b - a], tmp[:b - a])
+            elif s1 is None and dx.dtype == np.float32:
+                _gelu_exact_backward_block(d1[a:b], x1[a:b], dx[a:b], t[:b - a], tmp[:b - a])
             else:
                 sb = s1[a:b] if s1 is not None else None
                 dx[a:b] = gelu_backward(d1[a:b], GeluCache(x1[a:b], sb, approximate))
