@@ -203,12 +203,13 @@ def scatter_add_in_order(a, indices, values, chunk: int | None = None) -> None:
     CuPy's ``add.at`` adds with atomic operations, whose order varies from
     run to run: floating-point sums then differ in their last bits, and a
     training run can be neither repeated nor resumed exactly. Here, for each
-    chunk of values in turn (SCATTER_CHUNK unless ``chunk`` says), the distinct indices are found (a
-    sort) and each one's values summed by a matrix product with a 0/1
-    matrix, ``onehot (U, K) @ values (K, C)``: products by 1 and 0 are exact,
-    and a matrix product is deterministic. The sums of the chunks land in
-    ``a`` by plain indexing, which is safe because the indices of one chunk
-    are distinct. Any backend; the numpy one is what tests compare it with.
+    chunk of K values in turn (K = SCATTER_CHUNK unless ``chunk`` says), the
+    distinct indices are found (a sort) and each one's values summed by a
+    matrix product with a 0/1 matrix, ``onehot (U, K) @ values (K, C)``:
+    products by 1 and 0 are exact, and a matrix product is deterministic.
+    The sums of the chunks land in ``a`` by plain indexing, which is safe
+    because the indices of one chunk are distinct. Any backend; on NumPy it
+    is what the tests compare with ``np.add.at``.
     """
     xp = get_array_module(a, values)
     idx = xp.asarray(indices).reshape(-1)

@@ -137,7 +137,7 @@ def _gelu_tanh_backward_block(dout, x, dx, t, tmp):
 
 
 # The normal CDF of float32 blocks, for the exact GELU. SciPy's erf costs some
-# 20 ns per element (a scalar loop); this costs about 4, in whole-block passes:
+# 20 ns per element (one element at a time); this about 4, in whole-block passes:
 #
 #     Phi(x) = 1/2 + sign(x) (1/2 - Q(|x|)),    Q(u) = 1 - Phi(u) = exp(-u^2 / 2) R(t),
 #     t = 1 / (1 + P u),    R(t) = c1 t + c2 t^2 + ... + c6 t^6
