@@ -31,7 +31,9 @@ import time
 import numpy as np
 
 from scratchlm import backend
-from scratchlm.bench import _TORCH_NAMES, _torch_gpt_class, flops_per_token
+from scratchlm.bench import (
+    _TORCH_NAMES, _torch_gpt_class, flops_per_token, torch_greedy_cached,
+)
 from scratchlm.generate import generate
 from scratchlm.models import GPT, GPTConfig
 from scratchlm.optim import AdamW
@@ -89,15 +91,15 @@ def sgemm_peak(cp, n=8192, repeats=10):
     return 2 * n ** 3 / best / 1e9
 
 
-def scratchlm_side(c, steps, pool):
-    cp = backend.xp("cupy")
-    sync = cp.cuda.Device().synchronize
+def gpu_training(c, attention="auto"):
+    """scratchlm's GPT of config c on the GPU in training mode, a batch on the GPU, and one
+    training step (forward, loss, backward, flat AdamW), run once: (model, ids, train_step)."""
     cfg = GPTConfig(vocab_size=c["vocab_size"], n_positions=n_positions(c), n_embd=c["n_embd"],
                     n_layer=c["n_layer"], n_head=c["n_head"], resid_pdrop=0.0,
                     embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT(cfg, seed=0).to("cupy").train()
-    ids = cp.asarray(np.random.default_rng(0).integers(0, c["vocab_size"],
-                                                       (c["batch"], c["context"])))
+    model = GPT(cfg, seed=0).to("cupy").train().set_attention(attention)
+    ids = backend.to_backend(np.random.default_rng(0).integers(
+        0, c["vocab_size"], (c["batch"], c["context"])), "cupy")
     opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, flat=True)
 
     def train_step():
@@ -107,10 +109,17 @@ def scratchlm_side(c, steps, pool):
         opt.step()
 
     train_step()
+    return model, ids, train_step
+
+
+def scratchlm_side(c, steps, pool):
+    cp = backend.xp("cupy")
+    sync = cp.cuda.Device().synchronize
+    model, ids, train_step = gpu_training(c)
     sync()
     pool.reset()
     out = {"train": timed(train_step, sync, 2, steps), "peak_mb": pool.peak / 2 ** 20}
-    train_step = opt = None                 # frees the moments before the forward pass
+    train_step = None                       # frees the moments before the forward pass
     model.eval()
     out["forward"] = timed(lambda: model(ids), sync, 1, steps)
     prompt = np.random.default_rng(1).integers(0, c["vocab_size"], (1, PROMPT_LEN))
@@ -160,19 +169,9 @@ def torch_side(c, steps):
     model.eval()
     prompt = torch.from_numpy(np.random.default_rng(1).integers(
         0, c["vocab_size"], (1, PROMPT_LEN))).to(dev)
-    D = c["n_embd"] // c["n_head"]
 
     def cached(n=NEW_TOKENS):
-        caches = [(torch.empty(1, c["n_head"], PROMPT_LEN + n, D, device=dev),
-                   torch.empty(1, c["n_head"], PROMPT_LEN + n, D, device=dev))
-                  for _ in range(c["n_layer"])]
-        tokens, step, past = [prompt], prompt, 0
-        for _ in range(n):
-            logits = model(step, caches, past)
-            past += step.shape[1]
-            step = logits[:, -1].argmax(-1, keepdim=True)
-            tokens.append(step)
-        return torch.cat(tokens, 1)
+        return torch_greedy_cached(torch, model, prompt, c, n)
 
     with torch.inference_mode():
         out["forward"] = timed(lambda: model(ids), sync, 1, steps)
@@ -208,21 +207,7 @@ def profile(c, steps=3, attention="auto"):
                 totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
         return timed_op
 
-    cfg = GPTConfig(vocab_size=c["vocab_size"], n_positions=n_positions(c), n_embd=c["n_embd"],
-                    n_layer=c["n_layer"], n_head=c["n_head"], resid_pdrop=0.0,
-                    embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT(cfg, seed=0).to("cupy").train().set_attention(attention)
-    ids = cp.asarray(np.random.default_rng(0).integers(0, c["vocab_size"],
-                                                       (c["batch"], c["context"])))
-    opt = AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, flat=True)
-
-    def train_step():
-        opt.zero_grad()
-        model(ids, labels=ids)
-        model.backward()
-        opt.step()
-
-    train_step()
+    _, _, train_step = gpu_training(c, attention)
     names = [n for n in dir(F) if n.endswith(("_forward", "_backward"))
              and callable(getattr(F, n))]
     originals = {n: getattr(F, n) for n in names}

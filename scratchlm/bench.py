@@ -304,6 +304,22 @@ _TORCH_NAMES = {"attn.c_attn.weight": "c_attn_w", "attn.c_attn.bias": "c_attn_b"
                 "mlp.c_proj.weight": "proj_w", "mlp.c_proj.bias": "proj_b"}
 
 
+def torch_greedy_cached(torch, model, prompt, c: dict, n: int):
+    """Greedy decoding of n tokens with the TorchGPT above and its KV cache buffers
+    (on the prompt's device): the prompt followed by the new tokens."""
+    D = c["n_embd"] // c["n_head"]
+    shape = (prompt.shape[0], c["n_head"], prompt.shape[1] + n, D)
+    caches = [(torch.empty(shape, device=prompt.device), torch.empty(shape, device=prompt.device))
+              for _ in range(c["n_layer"])]
+    tokens, step, past = [prompt], prompt, 0
+    for _ in range(n):
+        logits = model(step, caches, past)
+        past += step.shape[1]
+        step = logits[:, -1].argmax(-1, keepdim=True)
+        tokens.append(step)
+    return torch.cat(tokens, 1)
+
+
 def _torch_optimizer(torch, params, weight_decay):
     try:
         return torch.optim.AdamW(params, lr=1e-4, weight_decay=weight_decay, fused=True), "fused"
@@ -353,19 +369,9 @@ def _torch_gpt(c: dict, spec: dict) -> dict:
         out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
         if spec.get("generate"):
             prompt = torch.from_numpy(_batch(c, 1)[:1, :PROMPT_LEN])
-            D = c["n_embd"] // c["n_head"]
 
             def cached(n=NEW_TOKENS):
-                caches = [(torch.empty(1, c["n_head"], PROMPT_LEN + n, D),
-                           torch.empty(1, c["n_head"], PROMPT_LEN + n, D))
-                          for _ in range(c["n_layer"])]
-                tokens, step, past = [prompt], prompt, 0
-                for _ in range(n):
-                    logits = model(step, caches, past)
-                    past += step.shape[1]
-                    step = logits[:, -1].argmax(-1, keepdim=True)
-                    tokens.append(step)
-                return torch.cat(tokens, 1)
+                return torch_greedy_cached(torch, model, prompt, c, n)
 
             def uncached(n=NEW_TOKENS):
                 tokens = prompt

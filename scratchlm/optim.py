@@ -706,11 +706,11 @@ def clip_grad_norm(params, max_norm) -> float:
     parameters are not counted. Returns the norm before clipping.
     """
     grads = [p.grad for p in params if p.requires_grad]
-    squares = [(g * g).sum() for g in grads]            # one sum per parameter, where it lives
-    if grads and is_cupy_array(grads[0]):               # the GPU: one copy to the host, not
-        total = math.sqrt(float(get_array_module(*squares).stack(squares).sum(dtype="float64")))
-    else:                                               # one round trip per parameter
-        total = math.sqrt(sum(float(s) for s in squares))
+    # One sum per parameter where it lives, then one number to the host: on a GPU, one
+    # synchronisation a step instead of one per parameter.
+    squares = [(g * g).sum() for g in grads]
+    xp = get_array_module(*grads)
+    total = math.sqrt(float(xp.stack(squares).sum(dtype="float64"))) if grads else 0.0
     if max_norm is not None:
         _check_real("clip_grad_norm", "max_norm", max_norm, 0.0)
         coef = max_norm / (total + 1e-6)

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from scratchlm import backend
 from scratchlm.backend import to_numpy
 from scratchlm.optim import AdamW, clip_grad_norm, lr_at_step, param_groups_for_decay
 from scratchlm.safetensors_io import read_safetensors, write_safetensors
@@ -247,7 +248,6 @@ class Trainer:
     # --- data parallel ---------------------------------------------------------
     def _join(self, dist):
         """Same weights and set-up on every rank; a gradient reducer; per-rank dropout."""
-        from scratchlm import backend  # noqa: PLC0415
         from scratchlm.distributed import rank_seed  # noqa: PLC0415
 
         a = self.args
@@ -386,7 +386,6 @@ def _rng_checkpoint(rng):
     if rng is None:
         return None, None
     if _is_cupy_generator(rng):
-        from scratchlm import backend  # noqa: PLC0415
         seed = int(rng.integers(0, 2 ** 63 - 1))
         return {"cupy_seed": seed}, backend.default_rng(seed, "cupy")
     return rng.bit_generator.state, rng
@@ -396,7 +395,6 @@ def _restore_rng(model, state):
     """Set the model's dropout generator to a state saved by _rng_checkpoint."""
     if model.rng is None or state is None:
         return
-    from scratchlm import backend  # noqa: PLC0415
     on_gpu = _is_cupy_generator(model.rng)
     if "cupy_seed" in state:                            # saved by a run on the GPU
         model.set_rng(backend.default_rng(state["cupy_seed"], "cupy" if on_gpu else "numpy"))
