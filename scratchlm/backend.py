@@ -20,9 +20,12 @@ The fast CPU path. NumPy runs each call on one core, except the BLAS behind
 fast variants of the ops (``linear_forward_fast`` beside ``linear_forward``,
 ...): the same math, cut into cache-sized row blocks spread over
 ``num_threads()`` threads of scratchlm's own (NumPy releases the GIL inside
-its loops), with each BLAS call inside a block run single-threaded; the
-large matrix products of the linear layers stay single BLAS calls on the
-BLAS's own threads. Each fast variant is tested equal to its plain op.
+its loops), with each BLAS call inside a block run single-threaded. The
+large matrix products of the linear layers go through ``matmul``: with
+Intel's MKL installed (the ``mkl`` extra, ``scratchlm/_mkl.py``), blocks of
+rows over those threads, one single-threaded MKL call each; otherwise one
+NumPy call on the BLAS's own threads. Each fast variant is tested equal to
+its plain op.
 OpenBLAS's idle threads spin on a core for a while after each call, taking
 it from the element-wise work: ``OPENBLAS_THREAD_TIMEOUT=4`` in the
 environment, before NumPy is first imported, sends them to sleep at once
@@ -42,6 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from scratchlm import _mkl
 
 BACKENDS = ("numpy", "cupy")
 
@@ -270,20 +275,20 @@ def set_num_threads(n: int) -> None:
         _pool = None
 
 
-def _blas_controller():
-    """threadpoolctl's handle on NumPy's BLAS (None when it cannot be controlled)."""
+def _blas_controllers() -> list:
+    """threadpoolctl's handles on the BLAS libraries in this process: NumPy's, and any
+    other (SciPy's own OpenBLAS, MKL): empty when they cannot be controlled."""
     global _blas
     if _blas is None:
         try:
             from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-            libs = ThreadpoolController().select(user_api="blas").lib_controllers
-            _blas = libs[0] if len(libs) == 1 else False
+            _blas = list(ThreadpoolController().select(user_api="blas").lib_controllers)
         except Exception:  # threadpoolctl missing, or a BLAS it does not know
-            _blas = False
-    return _blas or None
+            _blas = []
+    return _blas
 
 
-def parallel_for(n: int, fn, min_size: int = 1) -> None:
+def parallel_for(n: int, fn, min_size: int = 1, blas_inside: bool = True) -> None:
     """Call ``fn(lo, hi)`` over consecutive ranges that cover range(n), on num_threads() threads.
 
     The calling thread takes the first range; the ranges are as even as
@@ -291,7 +296,8 @@ def parallel_for(n: int, fn, min_size: int = 1) -> None:
     one thread). ``fn`` must write disjoint parts of its outputs. While the
     ranges run on several threads, the BLAS runs single-threaded: two threads
     of ours each starting BLAS threads would put four busy threads on two
-    cores. Exceptions are raised here.
+    cores (``blas_inside=False``: fn makes no call to a threaded BLAS, and
+    the BLAS is left as it is). Exceptions are raised here.
     """
     global _pool
     parts = max(1, min(num_threads(), n // max(1, min_size)))
@@ -302,11 +308,12 @@ def parallel_for(n: int, fn, min_size: int = 1) -> None:
     if parts == 1:                                      # one range: on this thread, as is
         fn(0, n)
         return
-    blas = _blas_controller()
-    with _blas_lock:
-        before = blas.get_num_threads() if blas is not None else 1
-        if before != 1:
-            blas.set_num_threads(1)
+    with _blas_lock:                                    # every BLAS in the process to 1
+        before = [(lib, lib.get_num_threads())
+                  for lib in (_blas_controllers() if blas_inside else ())]
+        for lib, threads in before:
+            if threads != 1:
+                lib.set_num_threads(1)
     try:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=num_threads() - 1,
@@ -319,9 +326,48 @@ def parallel_for(n: int, fn, min_size: int = 1) -> None:
             for f in futures:
                 f.result()
     finally:
-        if before != 1:
-            with _blas_lock:
-                blas.set_num_threads(before)
+        with _blas_lock:
+            for lib, threads in before:
+                if threads != 1:
+                    lib.set_num_threads(threads)
+
+
+MATMUL_MKL_FROM = 1 << 20       # multiply-adds from which a product goes to MKL, in parts
+                                # of at least half as many (below: NumPy's call costs less)
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` of two 2-D arrays for the fast CPU path (equal to NumPy's to rounding).
+
+    With MKL installed (``scratchlm[mkl]``, see ``scratchlm/_mkl.py``) the
+    product is cut into blocks of rows of ``a`` (or of columns of ``b``, when
+    it has more of them), one single-threaded MKL call per thread of
+    ``parallel_for``; each block is a product of its own, computed exactly as
+    in one call. Otherwise, and for anything MKL does not take (CuPy arrays,
+    integer dtypes, layouts without contiguous rows or columns), it is
+    ``xp.matmul(a, b, out=out)`` with the BLAS's own threads.
+    ``out``: an optional (M, N) array to write into. Returns the product.
+    """
+    xp = get_array_module(a, b)
+    if xp is not np or a.ndim != 2 or b.ndim != 2 \
+            or a.shape[0] * a.shape[1] * b.shape[-1] < MATMUL_MKL_FROM or _mkl.library() is None:
+        return xp.matmul(a, b, out=out)
+    (M, K), N = a.shape, b.shape[1]
+    if out is None:
+        out = np.empty((M, N), dtype=np.result_type(a, b))
+    if not _mkl.takes(a, b, out):
+        return np.matmul(a, b, out=out)
+    by_rows = M >= N                                    # cut the longer side
+    min_size = max(1, MATMUL_MKL_FROM // (2 * (N if by_rows else M) * K))
+
+    def rows(lo, hi):
+        _mkl.gemm(a[lo:hi], b, out[lo:hi])
+
+    def columns(lo, hi):
+        _mkl.gemm(a, b[:, lo:hi], out[:, lo:hi])
+
+    parallel_for(M if by_rows else N, rows if by_rows else columns, min_size, blas_inside=False)
+    return out
 
 
 def for_blocks(lo: int, hi: int, block: int):

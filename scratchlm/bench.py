@@ -19,8 +19,9 @@ attention; the ratio is taken against the faster of the two. Its optimizer is
 ``torch.optim.AdamW`` with ``fused=True`` where the CPU build has it.
 
 MFU (model FLOPs utilisation) divides the model's matmul FLOPs per second by
-the peak of NumPy's sgemm measured in the same run (a 2048^3 float32 matrix
-product, the best of several). A shared host's speed drifts within a run, so
+the sgemm peak measured in the same run (a 2048^3 float32 matrix product, the
+best of several, through NumPy and through ``backend.matmul``: MKL's, where
+the ``mkl`` extra is installed; the report names the BLAS in use). A shared host's speed drifts within a run, so
 each measurement process also measures that peak just before its own steps,
 and MFU* divides by it (the median over the timed steps). Model FLOPs count every matrix product of the
 dense formulation, the attention included, as PaLM's ``6N + 12 L H D T`` per
@@ -108,11 +109,12 @@ def _timed(fn, warmup: int, steps: int) -> list:
 
 
 def sgemm_peak(n: int = 2048, repeats: int = 8) -> float:
-    """The best GFLOP/s of NumPy's float32 product of two n x n matrices.
+    """The best GFLOP/s of a float32 product of two n x n matrices.
 
-    Measured two ways, the best of both kept: one call on the BLAS's own
-    threads, and the rows split over the fast path's threads, each calling a
-    single-threaded BLAS (as the fast path does).
+    Measured three ways, the best kept: NumPy's one call on the BLAS's own
+    threads; the rows split over the fast path's threads, each calling a
+    single-threaded NumPy BLAS; and ``backend.matmul``, the product that the
+    fast path's linear layers use (MKL's where it is installed).
     """
     import numpy as np  # noqa: PLC0415
 
@@ -127,7 +129,8 @@ def sgemm_peak(n: int = 2048, repeats: int = 8) -> float:
         np.matmul(a[lo:hi], b, out=out[lo:hi])
 
     split = _timed(lambda: backend.parallel_for(n, rows, 64), 2, repeats)
-    return 2 * n ** 3 / min(own + split) / 1e9
+    fast = _timed(lambda: backend.matmul(a, b, out=out), 2, repeats)
+    return 2 * n ** 3 / min(own + split + fast) / 1e9
 
 
 # --- the scratchlm side -------------------------------------------------------------
@@ -558,6 +561,8 @@ def _machine(threads: int) -> dict:
                                                          "architecture")}
     except ImportError:
         pass
+    from scratchlm import _mkl  # noqa: PLC0415
+    info["mkl"] = _mkl.version()        # the linear layers' products, where installed
     try:
         import torch  # noqa: PLC0415
         info["torch"] = torch.__version__
@@ -570,7 +575,9 @@ def _machine(threads: int) -> dict:
 
 def format_report(report: dict) -> str:
     """The report as a readable table."""
-    lines = [f"threads {report['threads']}, {report['rounds']} rounds x "
+    blas = report.get("machine", {}).get("mkl") or "NumPy's BLAS"
+    lines = [f"linear layers' products: {blas}",
+             f"threads {report['threads']}, {report['rounds']} rounds x "
              f"{report['steps_per_round']} steps per framework, alternating; sgemm peak "
              f"{report['sgemm_peak_gflops']:.0f} GFLOP/s, the best of each round's best ("
              + ", ".join(f"{p:.0f}" for p in report["sgemm_peak_runs"]) + ")",
