@@ -448,6 +448,10 @@ def _spawn(spec: dict, threads: int) -> dict:
     # Idle OpenBLAS threads go to sleep at once instead of spinning on a core
     # between calls (read when NumPy loads, so it is set for the child here).
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    if spec["framework"] == "torch":
+        # Never MKL's library beside PyTorch's own MKL: with it loaded (by sgemm_peak's
+        # backend.matmul), PyTorch's training step at GPT small ran 30% slower.
+        env["SCRATCHLM_BLAS"] = "numpy"
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "result.json")   # the worker's answer comes back here
         proc = subprocess.run([sys.executable, "-m", "scratchlm.bench", json.dumps(spec), result],
