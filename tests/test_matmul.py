@@ -157,3 +157,39 @@ def test_parallel_for_runs_every_blas_single_threaded_inside(monkeypatch):
             assert seen[-1] == before
     finally:
         backend.set_num_threads(threads)
+
+
+@needs_mkl
+def test_a_training_run_through_mkl_resumes_bit_for_bit(tmp_path, every_product):
+    """The Trainer's resume test with every product of the model through MKL: a run
+    cut at a checkpoint and resumed (new arrays, other alignments) repeats the
+    uninterrupted one bit for bit."""
+    import test_train
+    test_train.test_resume_from_a_checkpoint_gives_identical_losses(tmp_path)
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpt_gradients_through_mkl_equal_numpys(every_product, monkeypatch, dtype):
+    from scratchlm.models import GPT, GPTConfig
+
+    cfg = GPTConfig(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    ids = np.random.default_rng(3).integers(0, 50, (4, 32))
+
+    def gradients():
+        model = GPT(cfg, seed=0, dtype=dtype).train()
+        loss = model(ids, labels=ids)["loss"]
+        model.backward()
+        return float(loss), {n: p.grad.copy() for n, p in model.named_parameters()}
+
+    loss, mkl = gradients()
+    again_loss, again = gradients()
+    assert again_loss == loss
+    for name in mkl:
+        assert_array_equal(again[name], mkl[name], err_msg=name)     # repeats exactly
+    monkeypatch.setattr(_mkl, "_lib", False)                         # NumPy's products
+    numpy_loss, plain = gradients()
+    tol = 2e-4 if dtype == "float32" else 1e-10
+    assert abs(numpy_loss - loss) < tol
+    for name in mkl:
+        assert_allclose(mkl[name], plain[name], rtol=tol, atol=tol, err_msg=name)
