@@ -21,9 +21,10 @@ attention; the ratio is taken against the faster of the two. Its optimizer is
 MFU (model FLOPs utilisation) divides the model's matmul FLOPs per second by
 the sgemm peak measured in the same run (a 2048^3 float32 matrix product, the
 best of several, through NumPy and through ``backend.matmul``: MKL's, where
-the ``mkl`` extra is installed; the report names the BLAS in use). A shared host's speed drifts within a run, so
-each measurement process also measures that peak just before its own steps,
-and MFU* divides by it (the median over the timed steps). Model FLOPs count every matrix product of the
+the ``mkl`` extra is installed; the report names the BLAS in use). A shared
+host's speed drifts within a run, so each measurement process also measures
+that peak just before its own steps, and MFU* divides by it (the median over
+the timed steps). Model FLOPs count every matrix product of the
 dense formulation, the attention included, as PaLM's ``6N + 12 L H D T`` per
 token does for training (2N + 4 L C T for a forward pass). Nothing here
 asserts a speed: benchmarks measure.
