@@ -26,18 +26,10 @@ from scratchlm import bench
 
 
 def measure(config: str, blas: str, threads: int, steps: int) -> dict:
-    env_before = os.environ.get("SCRATCHLM_BLAS")
-    os.environ["SCRATCHLM_BLAS"] = blas
-    try:
-        spec = {"framework": "scratchlm", "attention": "sdpa", "config": config,
-                "steps": steps, "warmup": 2, "gen_runs": 1, "threads": threads,
-                "generate": False}
-        return bench._spawn(spec, threads)
-    finally:
-        if env_before is None:
-            os.environ.pop("SCRATCHLM_BLAS", None)
-        else:
-            os.environ["SCRATCHLM_BLAS"] = env_before
+    """One scratchlm measurement process of ``config`` with SCRATCHLM_BLAS=``blas``."""
+    spec = {"framework": "scratchlm", "attention": "sdpa", "config": config, "steps": steps,
+            "warmup": 2, "gen_runs": 1, "threads": threads, "generate": False}
+    return bench._spawn(spec, threads, {"SCRATCHLM_BLAS": blas})
 
 
 def main(argv=None) -> int:

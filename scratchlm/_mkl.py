@@ -75,7 +75,7 @@ def library():
     global _lib
     if _lib is None:
         _lib = False
-        if os.environ.get("SCRATCHLM_BLAS", "").lower() not in ("numpy", "openblas", "0"):
+        if os.environ.get("SCRATCHLM_BLAS", "").lower() != "numpy":
             for path in _candidates():
                 try:
                     lib = ctypes.CDLL(path)

@@ -343,9 +343,10 @@ def matmul(a, b, out=None):
     product is cut into blocks of rows of ``a`` (or of columns of ``b``, when
     it has more of them), one single-threaded MKL call per thread of
     ``parallel_for`` (the blocks are fixed by the shapes and the thread
-    count, so a product repeats bit for bit). Otherwise, and for anything MKL does not take (CuPy arrays,
-    integer dtypes, layouts without contiguous rows or columns), it is
-    ``xp.matmul(a, b, out=out)`` with the BLAS's own threads.
+    count, so a product repeats bit for bit). Otherwise, and for anything
+    MKL does not take (CuPy arrays, integer dtypes, layouts without
+    contiguous rows or columns), it is ``xp.matmul(a, b, out=out)`` with
+    the BLAS's own threads.
     ``out``: an optional (M, N) array to write into. Returns the product.
     """
     xp = get_array_module(a, b)

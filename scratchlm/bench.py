@@ -442,7 +442,9 @@ def run_worker(spec: dict) -> dict:
     return out
 
 
-def _spawn(spec: dict, threads: int) -> dict:
+def _spawn(spec: dict, threads: int, env_extra: dict | None = None) -> dict:
+    """Run one measurement (run_worker) in a fresh process; ``env_extra``: variables set
+    for it on top of this process's environment and the thread counts."""
     env = dict(os.environ)
     for var in THREAD_VARS:
         env[var] = str(threads)
@@ -453,6 +455,7 @@ def _spawn(spec: dict, threads: int) -> dict:
         # Never MKL's library beside PyTorch's own MKL: with it loaded (by sgemm_peak's
         # backend.matmul), PyTorch's training step at GPT small ran 30% slower.
         env["SCRATCHLM_BLAS"] = "numpy"
+    env.update(env_extra or {})
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "result.json")   # the worker's answer comes back here
         proc = subprocess.run([sys.executable, "-m", "scratchlm.bench", json.dumps(spec), result],

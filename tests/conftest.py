@@ -1,4 +1,4 @@
-"""Shared test set-up: hypothesis profiles and markers.
+"""Shared test set-up: hypothesis profiles, markers, and the fast path's thread counts.
 
 Profiles: ``dev`` (the default: more examples) and ``ci`` (fewer, chosen when
 the environment variable CI is set); ``HYPOTHESIS_PROFILE`` overrides both.
@@ -8,6 +8,8 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from scratchlm import backend
 
 settings.register_profile("dev", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -28,3 +30,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
+def threads(request):
+    """The fast path's thread count set to 1, 2 and 3 in turn (restored after)."""
+    before = backend.num_threads()
+    backend.set_num_threads(request.param)
+    yield request.param
+    backend.set_num_threads(before)

@@ -34,14 +34,6 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(losses, "BLOCK", 1 << 12)
 
 
-@pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
-def threads(request):
-    before = backend.num_threads()
-    backend.set_num_threads(request.param)
-    yield request.param
-    backend.set_num_threads(before)
-
-
 # --- the thread helper ---------------------------------------------------------
 
 def test_parallel_for_covers_the_range_once_and_raises_errors(threads):
