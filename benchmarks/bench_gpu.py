@@ -31,9 +31,8 @@ import time
 import numpy as np
 
 from scratchlm import backend
-from scratchlm.bench import (
-    _TORCH_NAMES, _torch_gpt_class, flops_per_token, torch_greedy_cached,
-)
+from scratchlm.bench import flops_per_token
+from scratchlm.bench.torch_reference import TORCH_NAMES, torch_gpt_class, torch_greedy_cached
 from scratchlm.generate import generate
 from scratchlm.models import GPT, GPTConfig
 from scratchlm.optim import AdamW
@@ -141,10 +140,10 @@ def torch_side(c, steps):
                     n_layer=c["n_layer"], n_head=c["n_head"])
     state = {}
     for name, array in GPT(cfg, seed=0).state_dict().items():     # the same weights
-        for a, b in _TORCH_NAMES.items():
+        for a, b in TORCH_NAMES.items():
             name = name.replace(a, b)
         state[name] = torch.from_numpy(backend.to_numpy(array).copy())
-    model = _torch_gpt_class()({**c, "n_positions": n_positions(c)}, "sdpa")
+    model = torch_gpt_class()({**c, "n_positions": n_positions(c)}, "sdpa")
     model.load_state_dict(state)
     model.to(dev).train()
     ids = torch.from_numpy(np.random.default_rng(0).integers(

@@ -5,7 +5,7 @@
     python benchmarks/bench_models.py --profile small       # ms per op in a training step
     python benchmarks/bench_models.py --memory              # peak memory against context
 
-The same as ``scratchlm bench``; see ``scratchlm/bench.py`` for what is
+The same as ``scratchlm bench``; see ``scratchlm/bench/`` for what is
 measured and how. Each measurement runs in a fresh process with the thread
 count set before NumPy loads; scratchlm and PyTorch alternate, round by round.
 """

@@ -4,7 +4,7 @@ Runs offline, end to end, in a few minutes on a laptop CPU:
 
 1. ``scratchlm train --model bert``: a 4-layer, 128-wide BERT with a WordPiece
    vocabulary, masked LM + next-sentence prediction on CPython's reference text.
-2. Three tasks made from the same corpus (scratchlm.data.builtin_tasks),
+2. Three tasks made from the same corpus (scratchlm.finetune.builtin),
    written in the standard formats: GLUE/SST-2 TSV, CoNLL and SQuAD v1.1 JSON.
 3. ``scratchlm finetune`` on each, and on NER and classification once more
    with the encoder frozen; then ``scratchlm predict`` on new text.
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from scratchlm.data.builtin_tasks import write_builtin_tasks
+from scratchlm.finetune import write_builtin_tasks
 
 
 def run(*args):

@@ -14,21 +14,23 @@ Shape letters, used in every docstring and comment:
 
 Linear weights are stored ``(C_in, C_out)``: ``y = x @ W + b``.
 
-Importing scratchlm tunes two process settings for NumPy's CPU work (idle
-BLAS threads sleep at once; freed arrays are kept for reuse): see
-``scratchlm/_runtime.py``; ``SCRATCHLM_TUNE_RUNTIME=0`` turns that off.
+Importing scratchlm changes nothing outside it: no environment variables, no
+allocator settings, no threads; its names load their modules on first use. The ``scratchlm`` command tunes its own
+process at start-up (``scratchlm.kernels.cpu.tune_process``).
 """
 
-from scratchlm import _runtime
+from scratchlm._lazy import lazy_names
 
-_runtime.tune()     # before NumPy loads, where it has not loaded yet
-
-from scratchlm.backend import get_array_module, get_backend, set_backend, to_numpy  # noqa: E402
-from scratchlm.models import (  # noqa: E402
-    GPT, BertConfig, BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining,
-    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-    BertModel, GPTConfig,
-)
+_WHERE = {
+    **dict.fromkeys(("get_array_module", "get_backend", "set_backend", "to_numpy"),
+                    "scratchlm.backend"),
+    **dict.fromkeys(("get_kernels", "use_kernels"), "scratchlm.kernels.table"),
+    **dict.fromkeys(("GPT", "GPTConfig", "BertConfig", "BertModel", "BertForMaskedLM",
+                     "BertForNextSentencePrediction", "BertForPreTraining",
+                     "BertForQuestionAnswering", "BertForSequenceClassification",
+                     "BertForTokenClassification"), "scratchlm.models"),
+}
+__getattr__ = lazy_names(__name__, _WHERE)     # each name loads its module on first use
 
 __version__ = "0.1.0"
 
@@ -36,5 +38,5 @@ __all__ = [
     "BertConfig", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
     "BertForQuestionAnswering", "BertForSequenceClassification", "BertForTokenClassification",
     "BertModel", "GPT", "GPTConfig",
-    "get_array_module", "get_backend", "set_backend", "to_numpy", "__version__",
+    "get_array_module", "get_backend", "get_kernels", "use_kernels", "set_backend", "to_numpy", "__version__",
 ]

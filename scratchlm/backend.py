@@ -15,38 +15,15 @@ The few functions that NumPy lacks come from the matching place per backend:
 ``erf`` (``scipy.special`` / ``cupyx.scipy.special``) and ``scatter_add``
 (``np.add.at`` / ``cupyx.scatter_add``).
 
-The fast CPU path. NumPy runs each call on one core, except the BLAS behind
-``@``, which has threads of its own. On the CPU the layers can instead use the
-fast variants of the ops (``linear_forward_fast`` beside ``linear_forward``,
-...): the same math, cut into cache-sized row blocks spread over
-``num_threads()`` threads of scratchlm's own (NumPy releases the GIL inside
-its loops), with each BLAS call inside a block run single-threaded. The
-large matrix products of the linear layers go through ``matmul``: with
-Intel's MKL installed (the ``mkl`` extra, ``scratchlm/_mkl.py``), blocks of
-rows over those threads, one single-threaded MKL call each; otherwise one
-NumPy call on the BLAS's own threads. Each fast variant is tested equal to
-its plain op.
-OpenBLAS's idle threads spin on a core for a while after each call, taking
-it from the element-wise work: ``OPENBLAS_THREAD_TIMEOUT=4`` in the
-environment, before NumPy is first imported, sends them to sleep at once
-(``import scratchlm`` sets it when NumPy is not yet loaded, and keeps freed
-arrays for reuse: ``scratchlm/_runtime.py``).
-``set_fast_path(False)`` (or ``SCRATCHLM_FAST_PATH=0``) makes every layer
-call the plain ops;
-``set_num_threads(n)`` (or ``SCRATCHLM_NUM_THREADS``) sets the thread count,
-by default the number of CPUs.
+The faster CPU and GPU variants of the ops live in the engine, ``scratchlm/kernels``.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-
-from scratchlm import _mkl
 
 BACKENDS = ("numpy", "cupy")
 
@@ -233,145 +210,3 @@ def scatter_add_in_order(a, indices, values, chunk: int | None = None) -> None:
 def default_rng(seed=None, name: str | None = None):
     """A random Generator on the named backend (default: the active one)."""
     return xp(name).random.default_rng(seed)
-
-
-# --- the fast CPU path: a flag, a thread pool, single-threaded BLAS inside it ---
-
-_fast_path = os.environ.get("SCRATCHLM_FAST_PATH", "1").lower() not in ("0", "false", "no")
-_num_threads = None      # resolved on first use
-_pool = None             # ThreadPoolExecutor of num_threads() - 1 workers (the caller is one)
-_blas = None             # threadpoolctl's controller of NumPy's BLAS, or False without one
-_blas_lock = threading.Lock()
-
-
-def set_fast_path(on: bool) -> None:
-    """Let layers use the fast CPU variants of the ops (True, the default) or the plain ones."""
-    global _fast_path
-    _fast_path = bool(on)
-
-
-def fast_path(*arrays) -> bool:
-    """Whether the fast CPU variants apply: the flag is on and no array is a CuPy array."""
-    return _fast_path and not any(is_cupy_array(a) for a in arrays if a is not None)
-
-
-def num_threads() -> int:
-    """Threads that the fast CPU path spreads its work over (default: the number of CPUs)."""
-    global _num_threads
-    if _num_threads is None:
-        env = os.environ.get("SCRATCHLM_NUM_THREADS")
-        _num_threads = int(env) if env else (os.cpu_count() or 1)
-    return _num_threads
-
-
-def set_num_threads(n: int) -> None:
-    """Set the fast CPU path's thread count (1: everything on the calling thread)."""
-    global _num_threads, _pool
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive int; got {n!r}")
-    _num_threads = n
-    if _pool is not None:
-        _pool.shutdown(wait=True)
-        _pool = None
-
-
-def _blas_controllers() -> list:
-    """threadpoolctl's handles on the BLAS libraries in this process: NumPy's, and any
-    other (SciPy's own OpenBLAS, MKL): empty when they cannot be controlled."""
-    global _blas
-    if _blas is None:
-        try:
-            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-            _blas = list(ThreadpoolController().select(user_api="blas").lib_controllers)
-        except Exception:  # threadpoolctl missing, or a BLAS it does not know
-            _blas = []
-    return _blas
-
-
-def parallel_for(n: int, fn, min_size: int = 1, blas_inside: bool = True) -> None:
-    """Call ``fn(lo, hi)`` over consecutive ranges that cover range(n), on num_threads() threads.
-
-    The calling thread takes the first range; the ranges are as even as
-    possible and never shorter than ``min_size`` (so small work stays on
-    one thread). ``fn`` must write disjoint parts of its outputs. While the
-    ranges run on several threads, the BLAS runs single-threaded: two threads
-    of ours each starting BLAS threads would put four busy threads on two
-    cores (``blas_inside=False``: fn makes no call to a threaded BLAS, and
-    the BLAS is left as it is). Exceptions are raised here.
-    """
-    global _pool
-    parts = max(1, min(num_threads(), n // max(1, min_size)))
-    if threading.current_thread().name.startswith("scratchlm"):
-        parts = 1                                       # called from a worker: no nesting
-    if n <= 0:
-        return
-    if parts == 1:                                      # one range: on this thread, as is
-        fn(0, n)
-        return
-    with _blas_lock:                                    # every BLAS in the process to 1
-        before = [(lib, lib.get_num_threads())
-                  for lib in (_blas_controllers() if blas_inside else ())]
-        for lib, threads in before:
-            if threads != 1:
-                lib.set_num_threads(1)
-    try:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=num_threads() - 1,
-                                       thread_name_prefix="scratchlm")
-        bounds = [n * i // parts for i in range(parts + 1)]
-        futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, parts)]
-        try:
-            fn(bounds[0], bounds[1])
-        finally:
-            for f in futures:
-                f.result()
-    finally:
-        with _blas_lock:
-            for lib, threads in before:
-                if threads != 1:
-                    lib.set_num_threads(threads)
-
-
-MATMUL_MKL_FROM = 1 << 20       # multiply-adds from which a product goes to MKL, in parts
-                                # of at least half as many (below: NumPy's call costs less)
-
-
-def matmul(a, b, out=None):
-    """``a @ b`` of two 2-D arrays for the fast CPU path (equal to NumPy's to rounding).
-
-    With MKL installed (``scratchlm[mkl]``, see ``scratchlm/_mkl.py``) the
-    product is cut into blocks of rows of ``a`` (or of columns of ``b``, when
-    it has more of them), one single-threaded MKL call per thread of
-    ``parallel_for`` (the blocks are fixed by the shapes and the thread
-    count, so a product repeats bit for bit). Otherwise, and for anything
-    MKL does not take (CuPy arrays, integer dtypes, layouts without
-    contiguous rows or columns), it is ``xp.matmul(a, b, out=out)`` with
-    the BLAS's own threads.
-    ``out``: an optional (M, N) array to write into. Returns the product.
-    """
-    xp = get_array_module(a, b)
-    if xp is not np or a.ndim != 2 or b.ndim != 2 \
-            or a.shape[0] * a.shape[1] * b.shape[-1] < MATMUL_MKL_FROM or _mkl.library() is None:
-        return xp.matmul(a, b, out=out)
-    (M, K), N = a.shape, b.shape[1]
-    if out is None:
-        out = np.empty((M, N), dtype=np.result_type(a, b))
-    if not _mkl.takes(a, b, out):
-        return np.matmul(a, b, out=out)
-    by_rows = M >= N                                    # cut the longer side
-    min_size = max(1, MATMUL_MKL_FROM // (2 * (N if by_rows else M) * K))
-
-    def rows(lo, hi):
-        _mkl.gemm(a[lo:hi], b, out[lo:hi])
-
-    def columns(lo, hi):
-        _mkl.gemm(a, b[:, lo:hi], out[:, lo:hi])
-
-    parallel_for(M if by_rows else N, rows if by_rows else columns, min_size, blas_inside=False)
-    return out
-
-
-def for_blocks(lo: int, hi: int, block: int):
-    """Consecutive (start, stop) pairs of at most ``block`` covering [lo, hi)."""
-    block = max(1, block)
-    return ((i, min(i + block, hi)) for i in range(lo, hi, block))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -252,16 +253,17 @@ def _train(args, dist) -> int:
         metrics = os.path.join(out, "metrics.jsonl")
         if os.path.exists(metrics):
             os.remove(metrics)
+    parallel = None
     if dist is not None:
         if main:
             dist.barrier("rank 0's data preparation")
         train_batches = distributed.ShardedBatches(train_batches, dist.rank, world)
         eval_batches = [distributed.shard_batch(b, dist.rank, world) for b in eval_batches]
+        parallel = distributed.DataParallel(dist)
     trainer = Trainer(model, targs, train_batches, eval_batches, metrics_fn=metrics_fn,
-                      dist=dist)
-    ranks = "" if dist is None else (
-        f", {world} ranks x batch {cfg['batch_size']} ({trainer.reducer.nbytes / 1e6:.1f} MB "
-        f"of gradients all-reduced per step via {'NCCL' if dist.nccl else 'MPI'})")
+                      parallel=parallel)
+    ranks = ("" if parallel is None else
+             f", {world} ranks x batch {cfg['batch_size']} ({parallel.summary()})")
     if main:
         print(f"scratchlm train: {type(model).__name__} {model.num_parameters():,} parameters "
               f"({shape}), {type(tok).__name__} V={tok.vocab_size}, {sizes} (prepared in "
@@ -277,11 +279,14 @@ def _train(args, dist) -> int:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("val_"))
     print(f"done in {wall:.0f} s: step {trainer.step}, {shown}; model (Hugging Face format), "
           f"tokenizer and metrics in {out}/" + (", loss curve in loss.png" if plotted else ""))
-    if cfg["sample_tokens"] and val_text is not None:
-        prompt = val_text[:40]
-        ids = np.asarray([tok.encode(prompt)], dtype=np.int64)
-        room = model.config.n_positions - ids.shape[1]
-        sample = generate(model, ids, max_new_tokens=min(cfg["sample_tokens"], room),
+    if cfg["sample_tokens"] and val_text is not None and model.config.n_positions > 1:
+        # The prompt (the start of the validation text) takes at most half of the
+        # context, so that a short --block-size still leaves room for new tokens.
+        n_ctx = model.config.n_positions
+        ids = tok.encode(val_text[:40])[:n_ctx // 2]
+        ids = np.asarray([ids], dtype=np.int64)
+        sample = generate(model, ids, max_new_tokens=min(cfg["sample_tokens"],
+                                                         n_ctx - ids.shape[1]),
                           do_sample=True, temperature=0.8, top_k=40, seed=cfg["seed"])
         print("\n--- sample ---\n" + tok.decode(backend.to_numpy(sample)[0].tolist()))
     return 0
@@ -340,8 +345,9 @@ def _cmd_finetune(args) -> int:
 def _predict_file(task, model, tok, args):
     """Predictions for every example of a task file; metrics where it has gold labels."""
     from scratchlm import finetune as ft  # noqa: PLC0415
-    from scratchlm.data import tasks  # noqa: PLC0415
-    from scratchlm.metrics import accuracy, entity_scores, squad_scores  # noqa: PLC0415
+    from scratchlm.finetune import tasks  # noqa: PLC0415
+    from scratchlm.metrics import (  # noqa: PLC0415
+        accuracy, entity_scores, get_entities, squad_scores)
 
     rows, report = [], None
     if task == "classify":
@@ -362,7 +368,7 @@ def _predict_file(task, model, tok, args):
         for s, (tags, _) in zip(sentences, tagged):
             rows.append({"line": s.line, "entities": [
                 {"type": k, "text": " ".join(s.words[a:b + 1]), "words": [a, b + 1]}
-                for k, a, b in ft.get_entities(tags)]})
+                for k, a, b in get_entities(tags)]})
         if all(s.tags is not None for s in sentences):
             report = entity_scores([s.tags for s in sentences], [t for t, _ in tagged])
             report.pop("per_type")
@@ -466,6 +472,33 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _number(kind, ok, expected: str):
+    """An argparse ``type=``: the flag's text read as ``kind`` (int or float), accepted
+    when it is finite and ``ok(value)`` holds. Anything else is an argparse error that
+    names the flag as the user typed it, e.g. ``argument --lr: must be > 0; got -0.1``
+    (exit code 2), before any work starts."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}; got {text}")
+        return value
+
+    return parse
+
+
+# The numeric flags' types, checked as the training and fine-tuning arguments check them.
+POSITIVE_INT = _number(int, lambda v: v >= 1, "a positive integer")
+NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
+POSITIVE_FLOAT = _number(float, lambda v: v > 0, "> 0")
+NON_NEGATIVE_FLOAT = _number(float, lambda v: v >= 0, ">= 0")
+FRACTION = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
+MAX_LENGTH = _number(int, lambda v: v >= 8, "at least 8 (special tokens included)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scratchlm",
@@ -484,24 +517,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="train on this UTF-8 text file instead of the built-in corpus")
     p.add_argument("--tokenizer", choices=["char", "bpe"], help="char or byte-level BPE "
                    f"(default {TRAIN_DEFAULTS['tokenizer']})")
-    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size "
+    p.add_argument("--vocab-size", type=POSITIVE_INT, help="BPE vocabulary size "
                    f"(default {TRAIN_DEFAULTS['vocab_size']})")
     for flag, key, kind, what in [
-            ("--n-layer", "n_layer", int, "transformer blocks"),
-            ("--n-head", "n_head", int, "attention heads"),
-            ("--n-embd", "n_embd", int, "model width"),
-            ("--block-size", "block_size", int, "context length in tokens"),
-            ("--batch-size", "batch_size", int, "sequences per micro-batch, per rank under "
-             "mpirun"),
-            ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step"),
-            ("--max-steps", "max_steps", int, "optimizer steps"),
-            ("--lr", "lr", float, "peak learning rate (AdamW)"),
-            ("--warmup-steps", "warmup_steps", int, "linear warmup steps"),
-            ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
-            ("--dropout", "dropout", float, "dropout probability"),
-            ("--eval-interval", "eval_interval", int, "steps between evaluations/checkpoints"),
-            ("--seed", "seed", int, "random seed (weights, batches, dropout)"),
-            ("--sample-tokens", "sample_tokens", int, "tokens to sample at the end (0: none)")]:
+            ("--n-layer", "n_layer", POSITIVE_INT, "transformer blocks"),
+            ("--n-head", "n_head", POSITIVE_INT, "attention heads"),
+            ("--n-embd", "n_embd", POSITIVE_INT, "model width"),
+            ("--block-size", "block_size", POSITIVE_INT, "context length in tokens"),
+            ("--batch-size", "batch_size", POSITIVE_INT, "sequences per micro-batch, per rank "
+             "under mpirun"),
+            ("--grad-accum", "grad_accum", POSITIVE_INT, "micro-batches per optimizer step"),
+            ("--max-steps", "max_steps", POSITIVE_INT, "optimizer steps"),
+            ("--lr", "lr", POSITIVE_FLOAT, "peak learning rate (AdamW)"),
+            ("--warmup-steps", "warmup_steps", NON_NEGATIVE_INT, "linear warmup steps"),
+            ("--weight-decay", "weight_decay", NON_NEGATIVE_FLOAT, "AdamW weight decay"),
+            ("--dropout", "dropout", FRACTION, "dropout probability"),
+            ("--eval-interval", "eval_interval", POSITIVE_INT,
+             "steps between evaluations/checkpoints"),
+            ("--seed", "seed", NON_NEGATIVE_INT, "random seed (weights, batches, dropout)"),
+            ("--sample-tokens", "sample_tokens", NON_NEGATIVE_INT,
+             "tokens to sample at the end (0: none)")]:
         p.add_argument(flag, dest=key, type=kind, help=f"{what} (default {TRAIN_DEFAULTS[key]})")
     p.add_argument("--dtype", choices=["float32", "float64"], help="parameter dtype "
                    "(default float32)")
@@ -561,24 +596,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for the fine-tuned model")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the task head only (the encoder's backward is skipped)")
-    p.add_argument("--epochs", type=int, default=3, help="passes over the training data "
-                   "(default 3)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, linear "
-                   "warmup and decay; default 5e-5, or 1e-3 with --freeze-encoder)")
-    p.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
-    p.add_argument("--max-length", type=int, default=None, help="tokens per example, special "
-                   "tokens included (default 128, qa 384; at most the model's positions)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay "
-                   "(default 0.01)")
-    p.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps with a "
-                   "rising learning rate (default 0.1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--doc-stride", type=int, default=None, help="qa: tokens shared by "
-                   "neighbouring windows of a long context (default max-length / 4)")
-    p.add_argument("--max-query-length", type=int, default=64, help="qa: longer questions "
-                   "are cut (default 64)")
-    p.add_argument("--max-answer-length", type=int, default=30, help="qa: longest answer, in "
-                   "tokens (default 30)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=3,
+                   help="passes over the training data (default 3)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=None,
+                   help="peak learning rate (AdamW, linear warmup and decay; default 5e-5, or "
+                        "1e-3 with --freeze-encoder)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16,
+                   help="examples per step (default 16)")
+    p.add_argument("--max-length", type=MAX_LENGTH, default=None,
+                   help="tokens per example, special tokens included (default 128, qa 384; at "
+                        "most the model's positions)")
+    p.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.01,
+                   help="AdamW weight decay (default 0.01)")
+    p.add_argument("--warmup-ratio", type=FRACTION, default=0.1,
+                   help="share of steps with a rising learning rate (default 0.1)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    p.add_argument("--doc-stride", type=NON_NEGATIVE_INT, default=None,
+                   help="qa: tokens shared by neighbouring windows of a long context (default "
+                        "max-length / 4)")
+    p.add_argument("--max-query-length", type=POSITIVE_INT, default=64,
+                   help="qa: longer questions are cut (default 64)")
+    p.add_argument("--max-answer-length", type=POSITIVE_INT, default=30,
+                   help="qa: longest answer, in tokens (default 30)")
     p.add_argument("--text-column", help="classify: column of the text (default: found by name)")
     p.add_argument("--text-pair-column", help="classify: column of the second text")
     p.add_argument("--label-column", help="classify: column of the label")
@@ -599,9 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", help="qa: the question")
     p.add_argument("--context", help="qa: the text that holds the answer")
     p.add_argument("--file", help="a task file in the format of the model's task")
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--doc-stride", type=int, default=None)
-    p.add_argument("--max-answer-length", type=int, default=30)
+    p.add_argument("--max-length", type=MAX_LENGTH, default=None)
+    p.add_argument("--doc-stride", type=NON_NEGATIVE_INT, default=None)
+    p.add_argument("--max-answer-length", type=POSITIVE_INT, default=30)
     p.add_argument("--text-column")
     p.add_argument("--text-pair-column")
     p.add_argument("--label-column")
@@ -636,16 +675,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_bench)
+    for p in sub.choices.values():
+        p.add_argument("--kernels", choices=["textbook", "fast"], default=None,
+                       help="the ops every model runs: the textbook ops of functional/, or the "
+                            "engine's fastest (default: SCRATCHLM_KERNELS, else fast)")
     return parser
 
 
 def main(argv=None) -> int:
+    """Run the command line; ``argv=None`` (the installed command) also tunes the process."""
+    if argv is None:                                    # the command's own process, before
+        from scratchlm.kernels.cpu.process import tune_process  # noqa: PLC0415 - NumPy loads
+        tune_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        if args.kernels is not None:
+            from scratchlm.kernels import use_kernels  # noqa: PLC0415
+            use_kernels(args.kernels)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"scratchlm {args.command}: interrupted", file=sys.stderr)

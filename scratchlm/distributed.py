@@ -34,6 +34,11 @@ The pieces, from the bottom up:
   the backward of the blocks below; the rest start at the end. Then the sums
   are divided by N and copied back into ``.grad``.
 * ``ShardedBatches``: this rank's rows of a global batcher.
+* ``DataParallel``: the Trainer's one seam. ``Trainer(..., parallel=
+  DataParallel(comm))`` calls its hooks at fixed points of the loop (set-up,
+  after backward, logging, evaluation, checkpoints, resume); every collective
+  the training loop needs runs inside them, so ``scratchlm.train`` knows
+  nothing of MPI.
 
 On the cupy backend, gradients are all-reduced on the GPU by NCCL
 (``cupy.cuda.nccl``, found by ``nccl_runtime()``; ``NcclAllReduce``); MPI only
@@ -50,6 +55,7 @@ import pickle
 import socket
 import time
 from collections import Counter
+from dataclasses import asdict
 
 import numpy as np
 
@@ -681,6 +687,99 @@ class GradientReducer:
         return [f"bucket {b + 1}: {(end - start) * self.flat.itemsize / 1e6:.2f} MB, "
                 f"{self.names[i]} .. {self.names[j - 1]}"
                 for b, (start, end, i, j) in enumerate(self.buckets)]
+
+
+class DataParallel:
+    """Data-parallel training as the Trainer's strategy: its hooks, run over a Communicator.
+
+        comm = init_distributed()
+        train = ShardedBatches(batches, comm.rank, comm.world_size)
+        Trainer(model, args, train, eval_shards, parallel=DataParallel(comm)).train()
+
+    ``scratchlm.train.SingleProcess`` is the one-process version of the same
+    hooks (each does nothing); the Trainer calls them at these points:
+
+        setup(trainer)              Trainer.__init__: the ranks agree on the set-up, take
+                                    rank 0's weights, and each draws dropout of its own
+        before_last_backward()      the step's last micro-batch: buckets start during backward
+        average_gradients(step)     after it: every .grad <- (1/N) sum_r g_r
+        average_loss(loss, tokens)  the logged loss: the mean over ranks; tokens: the sum
+        average_evaluation(...)     the evaluation's loss (mean) and metric sums (sums)
+        gather_rng_states(...)      before a checkpoint: the weights agree; every rank's
+                                    dropout state, for rank 0 to save
+        after_save(step)            rank 0 has written the checkpoint; the others wait here
+        check_resume(dir, state)    every rank is about to resume from the same bytes
+
+    Every hook is a collective: all ranks call it, in the same order, which
+    the Trainer's fixed loop guarantees. ``bucket_mb`` and ``overlap`` are
+    the GradientReducer's.
+    """
+
+    def __init__(self, comm, bucket_mb=DEFAULT_BUCKET_MB, overlap=True):
+        self.comm = comm
+        self.rank, self.world_size, self.is_main = comm.rank, comm.world_size, comm.is_main
+        self.bucket_mb, self.overlap = bucket_mb, overlap
+        self.reducer = None                 # a GradientReducer, built by setup()
+
+    def __repr__(self):
+        return f"DataParallel({self.comm!r})"
+
+    def setup(self, trainer):
+        """Same set-up and weights on every rank; a gradient reducer; per-rank dropout."""
+        args, model = trainer.args, trainer.model
+        self.comm.check_agreement("the training set-up", {
+            "args": {k: v for k, v in asdict(args).items() if k not in ("out_dir", "progress")},
+            "parameters": [(n, list(p.shape), p.dtype.name, p.requires_grad)
+                           for n, p in model.named_parameters()],
+            "optimizer": type(trainer.optimizer).__name__,
+            "data": trainer.train_batches.state_dict(),
+            "eval_batches": len(trainer.eval_batches or ())})
+        self.comm.broadcast_parameters(model)
+        self.reducer = self.comm.gradient_reducer(model, bucket_mb=self.bucket_mb,
+                                                  overlap=self.overlap)
+        if self.world_size > 1 and model.rng is not None:
+            model.set_rng(backend.default_rng(rank_seed(args.seed, self.rank)))
+
+    def before_last_backward(self):
+        """Arm the reducer: the coming backward starts each bucket as its blocks complete."""
+        self.reducer.arm()
+
+    def average_gradients(self, step):
+        """Wait for the buckets and leave the mean over ranks in every ``.grad``."""
+        self.reducer.finish(f"step {step}")
+
+    def average_loss(self, loss, tokens):
+        """(the mean of the ranks' losses, the ranks' tokens added up), the same everywhere."""
+        loss, tokens = self.comm.allreduce_sum([loss, tokens], "loss all-reduce")
+        return float(loss) / self.world_size, int(tokens)
+
+    def average_evaluation(self, val_loss, sums, counts):
+        """Each rank evaluated its shard: the mean of the losses; metric sums and counts added."""
+        n = len(sums)
+        totals = self.comm.allreduce_sum([val_loss, *sums, *counts], "evaluation all-reduce")
+        return float(totals[0]) / self.world_size, totals[1:1 + n], totals[1 + n:]
+
+    def gather_rng_states(self, model, rng_state, step):
+        """Check that the weights agree; every rank's dropout state, in rank order."""
+        self.comm.check_agreement(f"the weights at step {step}",
+                                  fingerprint(model.state_dict().values()))
+        return self.comm.allgather_object(rng_state, "dropout states")
+
+    def after_save(self, step):
+        """Rank 0 has written the checkpoint of ``step``; the other ranks waited for it."""
+        self.comm.barrier(f"checkpoint of step {step}")
+
+    def check_resume(self, directory, state):
+        """Every rank read the same checkpoint (its step and its files' bytes)."""
+        names = ("trainer_state.json", "model.safetensors", "optimizer.safetensors")
+        self.comm.check_agreement("the checkpoint to resume from", {
+            "step": state["step"],
+            "content": file_fingerprint(os.path.join(directory, n) for n in names)})
+
+    def summary(self):
+        """One line for a log: what is all-reduced per step, and through what."""
+        via = "NCCL" if self.comm.nccl else "MPI"
+        return f"{self.reducer.nbytes / 1e6:.1f} MB of gradients all-reduced per step via {via}"
 
 
 class ShardedBatches:

@@ -41,10 +41,13 @@ order of summation in the matrix products). A step then costs O(T C) in
 attention and O(C^2) in the projections instead of O(T C^2 + T^2 C).
 
 At batch 1 a step is some sixty small ops per token, so what surrounds them
-matters as much as the arithmetic: GPT's ``decoder`` (models/_decode.py) is
-an inference-only forward that checks nothing per token, keeps nothing for a
-backward, and reuses its buffers from step to step; here the tokens, mask and
-positions of every step are laid out once, before the loop.
+matters as much as the arithmetic. The reference path runs the model's own
+forward over the new positions, with one KV cache per layer. Under the
+"fast" kernels, a GPT instead runs the engine's decoder
+(``kernels/decode.py``, tested equal): an inference-only forward that checks
+nothing per token, keeps nothing for a backward, and reuses its buffers from
+step to step. Here the tokens, mask and positions of every step are laid out
+once, before the loop.
 
 Left-padded batches. Prompts of different lengths are padded on the left,
 so that every sequence's next token lands in the same (last) column. The
@@ -66,6 +69,8 @@ import numpy as np
 
 from scratchlm import backend
 from scratchlm.functional import KVCache
+from scratchlm.kernels.table import table
+from scratchlm.models.gpt import GPT
 
 __all__ = ["generate", "generate_text", "position_ids_from_mask", "top_k_filter",
            "top_p_filter", "sample_from_logits"]
@@ -274,8 +279,8 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
     Args:
         model: a GPT (anything with ``forward(input_ids, attention_mask,
             position_ids, kv_caches)`` and a GPT-2 ``config``; with the KV
-            cache, a model that has GPT's ``decoder(batch_size, max_length)``
-            decodes through it).
+            cache under the "fast" kernels, a GPT decodes through the
+            engine's ``GPTDecoder``).
         input_ids: an integer array (B, T) (left-padded, with attention_mask),
             or a list of prompts (lists of ints, any lengths; left-padded here,
             the mask and positions built as transformers does for GPT-2), or
@@ -346,11 +351,12 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
     try:
         decoder = caches = None
         if use_cache and max_new_tokens > 0:
-            if hasattr(model, "decoder"):               # GPT's inference-only forward
-                decoder = model.decoder(B, N)
+            lean = table(model.wte.weight.data).gpt_decoder if isinstance(model, GPT) else None
+            if lean is not None:                        # the engine's inference-only forward
+                decoder = lean(model, B, N)
                 if mask is not None:
                     decoder.set_padding(mask[:, :T])
-            else:                                       # any model with kv_caches=
+            else:                                       # the reference: kv_caches=
                 D = cfg.n_embd // cfg.n_head
                 caches = [KVCache(B, cfg.n_head, N, D, model.dtype, xp)
                           for _ in range(cfg.n_layer)]

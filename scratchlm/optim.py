@@ -48,8 +48,8 @@ import math
 import numbers
 from collections.abc import Mapping
 
-from scratchlm.backend import for_blocks, get_array_module, is_cupy_array, parallel_for, \
-    to_backend
+from scratchlm.backend import get_array_module, is_cupy_array, to_backend
+from scratchlm.kernels.table import table
 from scratchlm.nn.parameter import Parameter
 
 
@@ -461,8 +461,9 @@ class AdamW(Optimizer):
     ``flat=True``: each group's trainable parameters, their gradients and
     moments live in flat buffers (each ``p.data`` / ``p.grad`` becomes a view
     of them at construction, values unchanged), and a step runs the same
-    arithmetic once over the whole buffer, in cache-sized blocks over the CPU
-    threads: equal to the per-parameter update, element for element.
+    arithmetic once over the whole buffer (the kernel table's
+    ``adamw_flat_update``: in cache-sized blocks over the CPU threads under the
+    "fast" kernels): equal to the per-parameter update, element for element.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -519,7 +520,7 @@ class AdamW(Optimizer):
         Each Parameter's ``.data`` and ``.grad`` become views of the group's
         buffers (values unchanged); its state entries are views of the
         moments' buffers. A step then updates the whole group with one pass of
-        the same arithmetic, in cache-sized blocks over the CPU threads.
+        the same arithmetic.
         """
         for i, group in enumerate(self.param_groups):
             params = self._trainable(group)
@@ -572,25 +573,10 @@ class AdamW(Optimizer):
             t = state["step"] if t is None else t
             if state["step"] != t:                      # steps differ (a partial load):
                 return self._step_each(group, flat)     # parameter by parameter
-        buf = flat["buffers"]
-        xp = get_array_module(buf["data"])
-        hyper = dict(lr=lr, wd=wd, beta1=beta1, beta2=beta2, eps=eps, t=t)
-        on_cpu = xp.__name__ == "numpy"
-        block = FLAT_BLOCK if on_cpu else GPU_FLAT_BLOCK
-
-        def blocks(lo, hi):
-            tmp = xp.empty(min(block, hi - lo), dtype=buf["data"].dtype)
-            denom = xp.empty_like(tmp)
-            for a, b in for_blocks(lo, hi, block):
-                _adamw_update(xp, buf["data"][a:b], buf["grad"][a:b], buf["exp_avg"][a:b],
-                              buf["exp_avg_sq"][a:b],
-                              buf["max_exp_avg_sq"][a:b] if amsgrad else None,
-                              tmp[:b - a], denom[:b - a], **hyper)
-
-        if on_cpu:
-            parallel_for(buf["data"].size, blocks, FLAT_BLOCK)
-        else:
-            blocks(0, buf["data"].size)
+        buf = flat["buffers"]                           # the update over the whole buffers, as
+        table(buf["data"]).adamw_flat_update(           # the kernel table runs it (in blocks on
+            _adamw_update, buf, amsgrad,                # the engine's threads, or at once)
+            lr=lr, wd=wd, beta1=beta1, beta2=beta2, eps=eps, t=t)
 
     def _step_each(self, group: dict, flat: dict) -> None:
         """The flat group's update parameter by parameter, each with its own step count."""
@@ -632,10 +618,6 @@ class AdamW(Optimizer):
                         view[name][...] = state[name]
                         state[name] = view[name]
 
-
-FLAT_BLOCK = 1 << 17    # elements per block of the flat update: its arrays stay in L2
-GPU_FLAT_BLOCK = 1 << 24  # on the GPU, blocks only bound the scratch (64 MB in float32):
-                          # each block is some fifteen kernel launches
 
 
 def _adamw_update(xp, p, g, m, v, v_max, tmp, denom, *, lr, wd, beta1, beta2, eps, t):

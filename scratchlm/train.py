@@ -5,6 +5,7 @@ One optimizer step:
     for each of the grad_accum_steps micro-batches:
         out = model(**batch)                 forward, caches kept (train mode)
         model.backward(1 / grad_accum_steps) gradients add up over micro-batches
+    (data parallel: average the gradients over the processes)
     clip the global gradient norm
     set the learning rate for this step (warmup, then cosine or linear decay)
     optimizer.step(); model.zero_grad()
@@ -16,12 +17,16 @@ the same losses, bit for bit, as a run that was never interrupted. Checkpoints
 are written to a temporary directory, fsynced, then renamed into place, so an
 interruption at any moment leaves the last good checkpoint intact.
 
-Data-parallel (``dist=``, a ``scratchlm.distributed.Communicator``): each rank
-runs the micro-batches of its own shard; after the last micro-batch's backward
-the gradients are averaged over the ranks (``GradientReducer``) and the loss
-with them, so every rank takes the same step. Rank 0 alone writes metrics,
-checkpoints and the progress bar; a checkpoint also records the world size and
-every rank's dropout generator, and resumes with the same number of ranks.
+Resuming also trims ``metrics.jsonl`` back to the checkpoint's step, so the
+steps replayed after it are logged once and the file reads as one run.
+
+Several processes (data parallel) plug in through one seam, ``parallel=``: an
+object with the hooks of ``SingleProcess`` below, which the loop calls at
+fixed points (after backward, when it logs, evaluates, saves and resumes).
+For one process each hook does nothing. ``scratchlm.distributed.DataParallel``
+implements them over MPI: each process runs the micro-batches of its own shard,
+the hooks average the gradients and the logged numbers over the processes, and
+only the main process writes metrics, checkpoints and the progress bar.
 """
 
 from __future__ import annotations
@@ -83,6 +88,45 @@ class TrainingArguments:
                              f"'constant'; got {self.lr_schedule!r}")
 
 
+class SingleProcess:
+    """The Trainer's parallel hooks for one process: each one does nothing.
+
+    The Trainer calls these at fixed points of its loop. A data-parallel
+    strategy (``scratchlm.distributed.DataParallel``) implements the same
+    methods with collectives over its processes (*ranks*); the comments say
+    what each is for there.
+    """
+
+    rank, world_size, is_main = 0, 1, True  # is_main: writes metrics and checkpoints
+
+    def setup(self, trainer):
+        """Once, in Trainer.__init__ (there: agree on the set-up, share rank 0's weights)."""
+
+    def before_last_backward(self):
+        """The step's last micro-batch is about to run backward (there: start all-reduces)."""
+
+    def average_gradients(self, step):
+        """After that backward, before clipping (there: every ``.grad`` <- the mean over ranks)."""
+
+    def average_loss(self, loss, tokens):
+        """The step's loss and token count, as logged (there: mean loss, summed tokens)."""
+        return loss, tokens
+
+    def average_evaluation(self, val_loss, sums, counts):
+        """The evaluation's mean loss, metric sums and counts (there: over every shard)."""
+        return val_loss, sums, counts
+
+    def gather_rng_states(self, model, rng_state, step):
+        """Before a checkpoint: every process's dropout state, in rank order."""
+        return [rng_state]
+
+    def after_save(self, step):
+        """After the checkpoint of ``step`` is in place (there: the other ranks wait for it)."""
+
+    def check_resume(self, directory, state):
+        """Before resuming from ``directory`` (there: every rank read the same checkpoint)."""
+
+
 def _fsync_dir(path):
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -98,7 +142,7 @@ class Trainer:
     """Train a model with a loss (GPT with labels, BERT pre-training, task heads)."""
 
     def __init__(self, model, args: TrainingArguments, train_batches, eval_batches=None,
-                 optimizer=None, on_save=None, metrics_fn=None, dist=None):
+                 optimizer=None, on_save=None, metrics_fn=None, parallel=None):
         """
         Args:
             model: a scratchlm model whose forward returns ``.loss`` given a batch dict.
@@ -110,11 +154,11 @@ class Trainer:
                 (e.g. to write the tokenizer beside it).
             metrics_fn: optional ``metrics_fn(batch, output) -> dict`` of numbers,
                 averaged over the evaluation batches (accuracy, say).
-            dist: optional ``scratchlm.distributed.Communicator`` for data-parallel
-                training; then train_batches and eval_batches are this rank's shards
-                (``distributed.ShardedBatches``, ``shard_batch``), the weights are
-                broadcast from rank 0, and with world size > 1 each rank's dropout
-                draws from a stream of its own (seeded from args.seed and the rank).
+            parallel: the hooks for training over several processes, default
+                ``SingleProcess()``. For data parallel,
+                ``scratchlm.distributed.DataParallel(comm)``; then train_batches and
+                eval_batches are this rank's shards (``distributed.ShardedBatches``,
+                ``shard_batch``).
         """
         self.model, self.args = model, args
         self.train_batches, self.eval_batches = train_batches, eval_batches
@@ -125,13 +169,16 @@ class Trainer:
         self.metrics_fn = metrics_fn
         self.step = 0
         self.history: list[dict] = []
-        self.dist, self.reducer = dist, None
-        self.is_main = dist is None or dist.is_main
-        if dist is not None:
-            self._join(dist)
+        self.parallel = SingleProcess() if parallel is None else parallel
+        self.parallel.setup(self)
         if self.is_main:
             os.makedirs(args.out_dir, exist_ok=True)
         self.metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
+
+    @property
+    def is_main(self):
+        """True in the process that writes metrics, checkpoints and the progress bar."""
+        return self.parallel.is_main
 
     # --- one step ----------------------------------------------------------
     def lr_at(self, step):
@@ -147,15 +194,13 @@ class Trainer:
         for i in range(n):
             batch = self.train_batches.next_batch()
             out = model(**batch)
-            if self.reducer is not None and i == n - 1:
-                self.reducer.arm()                      # buckets start as backward fills them
+            if i == n - 1:
+                self.parallel.before_last_backward()
             model.backward(1.0 / n)                     # the mean over micro-batches
             loss_sum += float(out.loss) / n
             tokens += int(np.size(batch["input_ids"]))
-        if self.dist is not None:                       # the mean over ranks, the same everywhere
-            self.reducer.finish(f"step {self.step + 1}")
-            loss_sum, tokens = self.dist.allreduce_sum([loss_sum, tokens], "loss all-reduce")
-            loss_sum, tokens = float(loss_sum) / self.dist.world_size, int(tokens)
+        self.parallel.average_gradients(self.step + 1)  # data parallel: the mean over ranks
+        loss_sum, tokens = self.parallel.average_loss(loss_sum, tokens)
         if not math.isfinite(loss_sum):
             model.zero_grad()
             raise TrainingError(
@@ -188,10 +233,7 @@ class Trainer:
         keys = list(extra)
         sums = [float(np.nansum(extra[k])) for k in keys]
         counts = [float(np.sum(~np.isnan(extra[k]))) for k in keys]
-        if self.dist is not None:                       # each rank evaluated its shard
-            totals = self.dist.allreduce_sum([val_loss, *sums, *counts], "evaluation all-reduce")
-            val_loss = float(totals[0]) / self.dist.world_size
-            sums, counts = totals[1:1 + len(keys)], totals[1 + len(keys):]
+        val_loss, sums, counts = self.parallel.average_evaluation(val_loss, sums, counts)
         means = {k: float(s / c) if c else float("nan") for k, s, c in zip(keys, sums, counts)}
         return {"step": self.step, "val_loss": val_loss,
                 "val_ppl": float(math.exp(min(val_loss, 700.0))),
@@ -245,62 +287,24 @@ class Trainer:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    # --- data parallel ---------------------------------------------------------
-    def _join(self, dist):
-        """Same weights and set-up on every rank; a gradient reducer; per-rank dropout."""
-        from scratchlm.distributed import rank_seed  # noqa: PLC0415
-
-        a = self.args
-        dist.check_agreement("the training set-up", {
-            "args": {k: v for k, v in asdict(a).items() if k not in ("out_dir", "progress")},
-            "parameters": [(n, list(p.shape), p.dtype.name, p.requires_grad)
-                           for n, p in self.model.named_parameters()],
-            "optimizer": type(self.optimizer).__name__,
-            "data": self.train_batches.state_dict(),
-            "eval_batches": len(self.eval_batches or ())})
-        dist.broadcast_parameters(self.model)
-        self.reducer = dist.gradient_reducer(self.model)
-        if dist.world_size > 1 and self.model.rng is not None:
-            self.model.set_rng(backend.default_rng(rank_seed(a.seed, dist.rank)))
-
-    def _gather_for_checkpoint(self, model_rng):
-        """Every rank's dropout state (for rank 0 to save); check the weights agree."""
-        from scratchlm.distributed import fingerprint  # noqa: PLC0415
-
-        self.dist.check_agreement(f"the weights at step {self.step}",
-                                  fingerprint(self.model.state_dict().values()))
-        return self.dist.allgather_object(model_rng, "dropout states")
-
-    def _check_checkpoint(self, directory, state):
-        """The checkpoint's world size is this run's; with dist, every rank read the same."""
-        world = 1 if self.dist is None else self.dist.world_size
-        saved = int(state.get("world_size", 1))
-        if saved != world:
-            raise ValueError(f"resume: the checkpoint in {directory} was written by a run of "
-                             f"{saved} rank(s), this run has {world}; resume with the same "
-                             f"number (mpirun -n {saved} ...), since the global batch and "
-                             "the dropout streams depend on it")
-        if self.dist is not None:
-            from scratchlm.distributed import file_fingerprint  # noqa: PLC0415
-
-            names = ("trainer_state.json", "model.safetensors", "optimizer.safetensors")
-            self.dist.check_agreement("the checkpoint to resume from", {
-                "step": state["step"],
-                "content": file_fingerprint(os.path.join(directory, n) for n in names)})
-
     # --- checkpoints ---------------------------------------------------------
     def save_checkpoint(self):
-        """Write model, optimizer, step and RNG states to out_dir/checkpoint, atomically."""
+        """Write model, optimizer, step and RNG states to out_dir/checkpoint, atomically.
+
+        With several processes, the main one writes and the others wait for it.
+        """
         final = os.path.join(self.args.out_dir, CHECKPOINT_DIR)
         model_rng, rng = _rng_checkpoint(self.model.rng)
         if rng is not self.model.rng:                   # reseeded (CuPy): go on with it
             self.model.set_rng(rng)
-        rngs = None
-        if self.dist is not None:                       # rank 0 writes; all check and wait
-            rngs = self._gather_for_checkpoint(model_rng)
-            if not self.is_main:
-                self.dist.barrier(f"checkpoint of step {self.step}")
-                return final
+        rngs = self.parallel.gather_rng_states(self.model, model_rng, self.step)
+        if self.is_main:
+            self._write_checkpoint(final, model_rng, rngs)
+        self.parallel.after_save(self.step)
+        return final
+
+    def _write_checkpoint(self, final, model_rng, rngs):
+        """The files of a checkpoint, written beside ``final`` and renamed into place."""
         tmp, old = final + ".tmp", final + ".old"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -321,8 +325,8 @@ class Trainer:
             "optimizer_groups": opt_state["param_groups"],
             "model_rng": model_rng,
             "data": self.train_batches.state_dict(),
-            "world_size": 1 if self.dist is None else self.dist.world_size,
-            **({"model_rng_per_rank": rngs} if rngs and len(rngs) > 1 else {}),
+            "world_size": self.parallel.world_size,
+            **({"model_rng_per_rank": rngs} if len(rngs) > 1 else {}),
             "args": {k: v for k, v in asdict(self.args).items()},
         }
         path = os.path.join(tmp, "trainer_state.json")
@@ -339,12 +343,13 @@ class Trainer:
         os.replace(tmp, final)                          # ... until the new one is in place
         _fsync_dir(self.args.out_dir)
         shutil.rmtree(old, ignore_errors=True)
-        if self.dist is not None:
-            self.dist.barrier(f"checkpoint of step {self.step}")
-        return final
 
     def load_checkpoint(self, directory=None):
-        """Restore everything saved by save_checkpoint (default: out_dir/checkpoint)."""
+        """Restore everything saved by save_checkpoint (default: out_dir/checkpoint).
+
+        The metrics logged after the checkpoint's step (by the run that was
+        interrupted) are dropped, since this run logs those steps again.
+        """
         directory = directory or os.path.join(self.args.out_dir, CHECKPOINT_DIR)
         if not os.path.isdir(directory) and os.path.isdir(directory + ".old"):
             directory += ".old"                         # interrupted between the two renames
@@ -354,7 +359,13 @@ class Trainer:
                                     "(train without --resume first)")
         with open(state_path) as f:
             state = json.load(f)
-        self._check_checkpoint(directory, state)
+        saved, world = int(state.get("world_size", 1)), self.parallel.world_size
+        if saved != world:
+            raise ValueError(f"resume: the checkpoint in {directory} was written by a run of "
+                             f"{saved} rank(s), this run has {world}; resume with the same "
+                             f"number (mpirun -n {saved} ...), since the global batch and "
+                             "the dropout streams depend on it")
+        self.parallel.check_resume(directory, state)
         self.model.load_state_dict(read_safetensors(os.path.join(directory, "model.safetensors")))
         arrays = read_safetensors(os.path.join(directory, "optimizer.safetensors"))
         opt_state: dict = {}
@@ -364,10 +375,35 @@ class Trainer:
         self.optimizer.load_state_dict({"state": opt_state,
                                         "param_groups": state["optimizer_groups"]})
         rngs = state.get("model_rng_per_rank")
-        _restore_rng(self.model, rngs[self.dist.rank] if rngs else state["model_rng"])
+        _restore_rng(self.model, rngs[self.parallel.rank] if rngs else state["model_rng"])
         self.train_batches.load_state_dict(state["data"])
         self.step = int(state["step"])
+        self._forget_metrics_after(self.step)
         return state
+
+    def _forget_metrics_after(self, step):
+        """Drop logged records of steps after ``step``; metrics.jsonl is rewritten atomically."""
+        self.history = [r for r in self.history if r.get("step", 0) <= step]
+        if not self.is_main or not os.path.exists(self.metrics_path):
+            return
+        with open(self.metrics_path) as f:
+            lines = f.readlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:                          # cut short when a run was killed
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line.rstrip("\n") + "\n")
+        if kept == lines:
+            return
+        tmp = self.metrics_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.metrics_path)              # the old file or the new, never half
 
 
 def _is_cupy_generator(rng):

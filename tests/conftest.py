@@ -1,4 +1,4 @@
-"""Shared test set-up: hypothesis profiles, markers, and the fast path's thread counts.
+"""Shared test set-up: hypothesis profiles, markers, kernel modes and the engine's thread counts.
 
 Profiles: ``dev`` (the default: more examples) and ``ci`` (fewer, chosen when
 the environment variable CI is set); ``HYPOTHESIS_PROFILE`` overrides both.
@@ -9,7 +9,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from scratchlm import backend
+import scratchlm
+from scratchlm.kernels.cpu import threads as cpu_threads
 
 settings.register_profile("dev", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -34,8 +35,17 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
 def threads(request):
-    """The fast path's thread count set to 1, 2 and 3 in turn (restored after)."""
-    before = backend.num_threads()
-    backend.set_num_threads(request.param)
+    """The CPU engine's thread count set to 1, 2 and 3 in turn (restored after)."""
+    before = cpu_threads.num_threads()
+    cpu_threads.set_num_threads(request.param)
     yield request.param
-    backend.set_num_threads(before)
+    cpu_threads.set_num_threads(before)
+
+
+@pytest.fixture(params=["textbook", "fast"])
+def kernels(request):
+    """Every model op through the textbook table, then through the fast one (restored after)."""
+    before = scratchlm.get_kernels()
+    scratchlm.use_kernels(request.param)
+    yield request.param
+    scratchlm.use_kernels(before)

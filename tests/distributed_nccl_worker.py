@@ -40,7 +40,7 @@ from mpi4py import MPI
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from distributed_worker import make_trainer, save  # noqa: E402
+from distributed_worker import attach_without_setup, make_trainer, save  # noqa: E402
 
 from scratchlm import distributed  # noqa: E402
 from scratchlm.distributed import DistributedError, init_distributed  # noqa: E402
@@ -240,9 +240,9 @@ def install(devices=2, fail_on=None):
 
 def train(out, dist, nccl=None):
     """The tiny GPT of distributed_worker, 2 ranks x batch 2, float64, small buckets."""
-    trainer = make_trainer(os.path.join(out, "run"), dist, batch=2, dtype="float64")
-    trainer.reducer.close()
-    trainer.reducer = reducer = dist.gradient_reducer(trainer.model, bucket_mb=BUCKET_MB)
+    trainer = make_trainer(os.path.join(out, "run"), dist, batch=2, dtype="float64",
+                           bucket_mb=BUCKET_MB)
+    reducer = trainer.parallel.reducer
     if nccl is not None:
         nccl.memory.append(reducer.flat)
         finish = reducer.finish
@@ -298,8 +298,7 @@ def main(scenario, out):
             return
         trainer = make_trainer(os.path.join(out, "run"), None)   # no collectives yet
         dist.timeout = 1.5
-        trainer.dist, trainer.reducer = dist, dist.gradient_reducer(trainer.model)
-        nccl.memory.append(trainer.reducer.flat)
+        nccl.memory.append(attach_without_setup(trainer, dist).reducer.flat)
         try:
             trainer.train()
             save(out, rank, error=None)

@@ -16,7 +16,8 @@ import numpy as np
 from scratchlm.backend import to_numpy
 from scratchlm.data import CausalLMBatches
 from scratchlm.distributed import (
-    DistributedError, ShardedBatches, init_distributed, shard_batch)
+    DEFAULT_BUCKET_MB, DataParallel, DistributedError, ShardedBatches, init_distributed,
+    shard_batch)
 from scratchlm.models import GPT, GPTConfig
 from scratchlm.train import Trainer, TrainingArguments
 
@@ -24,8 +25,11 @@ VOCAB, BLOCK = 31, 16
 
 
 def make_trainer(out, dist, *, batch=2, accum=1, steps=6, dtype="float64", dropout=0.0,
-                 lr=3e-3, seed=0, eval_interval=3):
-    """A tiny GPT on random tokens; ``batch`` rows per rank (the global batch is N * batch)."""
+                 lr=3e-3, seed=0, eval_interval=3, bucket_mb=DEFAULT_BUCKET_MB):
+    """A tiny GPT on random tokens; ``batch`` rows per rank (the global batch is N * batch).
+
+    ``dist``: a Communicator (data parallel over its ranks) or None (one process).
+    """
     world = 1 if dist is None else dist.world_size
     rank = 0 if dist is None else dist.rank
     tokens = np.random.default_rng(123).integers(0, VOCAB, 3000)
@@ -37,10 +41,20 @@ def make_trainer(out, dist, *, batch=2, accum=1, steps=6, dtype="float64", dropo
                              learning_rate=lr, progress=False, seed=seed)
     train = CausalLMBatches(tokens, BLOCK, batch * world, seed=seed)
     evals = CausalLMBatches(tokens, BLOCK, batch * world).fixed_batches(2)
+    parallel = None
     if dist is not None:
         train = ShardedBatches(train, rank, world)
         evals = [shard_batch(b, rank, world) for b in evals]
-    return Trainer(model, args, train, evals, dist=dist)
+        parallel = DataParallel(dist, bucket_mb=bucket_mb)
+    return Trainer(model, args, train, evals, parallel=parallel)
+
+
+def attach_without_setup(trainer, dist):
+    """Make a one-process trainer data-parallel with no collective yet (no set-up checks)."""
+    parallel = DataParallel(dist)
+    parallel.reducer = dist.gradient_reducer(trainer.model)
+    trainer.parallel = parallel
+    return parallel
 
 
 def losses(trainer):
@@ -72,8 +86,9 @@ def run(scenario, out, dist, **kw):
             trainer._log(trainer.evaluate())
         else:
             trainer.train()
-        save(out, rank, trainer, buckets=trainer.reducer.describe() if trainer.reducer
-             else [], nbytes=trainer.reducer.nbytes if trainer.reducer else 0)
+        reducer = getattr(trainer.parallel, "reducer", None)
+        save(out, rank, trainer, buckets=reducer.describe() if reducer else [],
+             nbytes=reducer.nbytes if reducer else 0)
     elif scenario == "resume":                   # interrupted and resumed vs straight through
         full = make_trainer(os.path.join(out, "full"), dist, dropout=0.1, steps=8,
                             eval_interval=4, **kw)
@@ -130,7 +145,7 @@ def run(scenario, out, dist, **kw):
             return
         trainer = make_trainer(os.path.join(out, "run"), None)   # no collectives yet
         dist.timeout = float(kw.get("timeout", 2.0))
-        trainer.dist, trainer.reducer = dist, dist.gradient_reducer(trainer.model)
+        attach_without_setup(trainer, dist)
         try:
             trainer.train()
             save(out, rank, error=None)

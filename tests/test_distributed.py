@@ -1,7 +1,8 @@
 """Data-parallel training: N ranks x batch B == one process x batch N*B, and clear failures.
 
-The multi-process tests start ``mpirun -n 2`` on tests/distributed_worker.py and
-are skipped (with the reason) where mpi4py or mpirun is missing.
+The multi-process tests start ``mpiexec -n 2`` on tests/distributed_worker.py,
+with the MPI launcher of the running Python's environment (``mpi_launcher``),
+and are skipped (with the reason) where mpi4py or a launcher is missing.
 """
 
 import importlib.util
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -25,10 +27,46 @@ WORKER = os.path.join(HERE, "distributed_worker.py")
 sys.path.insert(0, HERE)
 import distributed_worker  # noqa: E402
 
-MPIRUN = shutil.which("mpirun") or shutil.which("mpiexec")
+LAUNCHER_NAMES = ("mpiexec", "mpirun")
+
+
+def mpi_launcher(executable=sys.executable, scripts=None, path=None):
+    """The MPI launcher that belongs to ``executable``'s environment, else one on the PATH.
+
+    mpi4py must be started by a launcher of the MPI library it loads. The PyPI
+    ``mpich`` package installs that launcher beside the interpreter, in the
+    environment's scripts directory, which is not on the PATH when a venv's
+    python is run by its full path. So look, in order, in:
+
+        the directory of ``executable`` as given (a venv's bin/)
+        ``scripts`` (default: ``sysconfig``'s scripts directory)
+        the directory of the file ``executable`` links to (the base
+            installation a venv was made from, whose packages a venv made
+            with --system-site-packages uses)
+        ``path`` (default: $PATH)
+
+    In each place ``mpiexec`` (the MPI standard's name) comes before
+    ``mpirun``. None when there is no launcher anywhere.
+    """
+    scripts = sysconfig.get_path("scripts") if scripts is None else scripts
+    base = os.path.dirname(os.path.realpath(executable))
+    for place in (os.path.dirname(executable), scripts, base):
+        for name in LAUNCHER_NAMES:
+            candidate = os.path.join(place, name)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+    for name in LAUNCHER_NAMES:
+        found = shutil.which(name, path=path)
+        if found:
+            return found
+    return None
+
+
+MPI_LAUNCHER = mpi_launcher()
 needs_mpi = pytest.mark.skipif(
-    importlib.util.find_spec("mpi4py") is None or MPIRUN is None,
-    reason='needs mpi4py and mpirun: pip install -e ".[mpi]"')
+    importlib.util.find_spec("mpi4py") is None or MPI_LAUNCHER is None,
+    reason='needs mpi4py and an MPI launcher (mpiexec) in its environment or on the PATH: '
+           'pip install -e ".[mpi]"')
 LAUNCH_VARIABLES = ("PMI_SIZE", "PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
                     "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE")
 
@@ -41,7 +79,7 @@ def _env():
 
 
 def mpirun(n, *args, check=True, timeout=120):
-    cmd = [MPIRUN, "-n", str(n), sys.executable, *args]
+    cmd = [MPI_LAUNCHER, "-n", str(n), sys.executable, *args]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited with {result.returncode}:\n"
@@ -181,6 +219,36 @@ def test_launcher_detection(monkeypatch):
     monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
     monkeypatch.setenv("PMIX_RANK", "0")                # PMIx announces no size
     assert launched_world_size() == -1
+
+
+def test_the_mpi_launcher_of_the_interpreters_environment_comes_first(tmp_path):
+    def install(folder, name):
+        folder.mkdir(parents=True, exist_ok=True)
+        launcher = folder / name
+        launcher.write_text("#!/bin/sh\n")
+        launcher.chmod(0o755)
+        return str(launcher)
+
+    env_bin, scripts, on_path = tmp_path / "venv" / "bin", tmp_path / "scripts", tmp_path / "path"
+    base_bin = tmp_path / "base" / "bin"
+    base_bin.mkdir(parents=True)
+    (base_bin / "python3").write_text("")
+    env_bin.mkdir(parents=True)
+    python = env_bin / "python"                 # a venv's python, run by its full path
+    python.symlink_to(base_bin / "python3")     # a link to the base installation's
+
+    def found():
+        return mpi_launcher(str(python), scripts=str(scripts), path=str(on_path))
+
+    assert found() is None
+    assert install(on_path, "mpirun") == found()          # only on the PATH
+    assert install(base_bin, "mpirun") == found()         # the base installation first
+    assert install(scripts, "mpirun") == found()          # the scripts directory before it
+    env_mpirun = install(env_bin, "mpirun")
+    assert found() == env_mpirun                          # beside python before both
+    assert install(env_bin, "mpiexec") == found()         # mpiexec before mpirun
+    (env_bin / "mpiexec").chmod(0o644)                    # not executable: passed over
+    assert found() == env_mpirun
 
 
 def test_sharding_takes_each_ranks_rows_and_keeps_the_global_state():
@@ -351,7 +419,7 @@ def test_nccl_ranks_equal_one_process_on_the_gpu(tmp_path):
     n = min(2, cupy.cuda.runtime.getDeviceCount())
     out = str(tmp_path / "dp")
     env = {**_env(), "SCRATCHLM_BACKEND": "cupy"}
-    cmd = [MPIRUN, "-n", str(n), sys.executable, WORKER, "train", out, "batch=2",
+    cmd = [MPI_LAUNCHER, "-n", str(n), sys.executable, WORKER, "train", out, "batch=2",
            "dtype=float64", "steps_only=1"]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
     from scratchlm import backend

@@ -14,7 +14,7 @@ import pytest
 
 from scratchlm import functional as F
 from scratchlm.cli import main
-from scratchlm.data.tasks import (
+from scratchlm.finetune.tasks import (
     ClassificationExample, QAExample, TaggedSentence, TaskDataError, write_classification,
     write_conll, write_squad)
 from scratchlm.finetune import (

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scratchlm.data import builtin_corpus
-from scratchlm.data.tasks import (
+from scratchlm.finetune.tasks import (
     ClassificationExample, QAExample, TaggedSentence, TaskDataError, align_labels,
     answer_token_span, best_answers, check_labels, encode_words, label_list, ner_label_list,
     qa_features, read_classification, read_conll, read_squad, split_words,
@@ -330,7 +330,7 @@ def test_best_answer_over_windows(tok):
 # --- the tasks made from the built-in corpus -------------------------------------
 
 def test_builtin_tasks_write_standard_files(tmp_path):
-    from scratchlm.data.builtin_tasks import tag_sentence, write_builtin_tasks
+    from scratchlm.finetune.builtin import tag_sentence, write_builtin_tasks
 
     paths = write_builtin_tasks(tmp_path)
     train, dev = (read_classification(p) for p in paths["classify"])

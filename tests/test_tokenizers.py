@@ -495,6 +495,13 @@ def test_wordpiece_file_errors(tmp_path):
         WordPieceTokenizer.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("content", ["", "\n", " \n\n"])
+def test_wordpiece_empty_vocab_file_is_named_as_empty(tmp_path, content):
+    (tmp_path / "vocab.txt").write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"from_pretrained: '.*vocab\.txt' is empty; .*\[UNK\]"):
+        WordPieceTokenizer.from_pretrained(tmp_path)
+
+
 def test_convert_tokens_and_ids(wordpiece, bpe):
     assert wordpiece.convert_tokens_to_ids("[CLS]") == wordpiece.cls_token_id
     assert wordpiece.convert_tokens_to_ids(["[SEP]", "no-such-token"]) == [

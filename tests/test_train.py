@@ -15,7 +15,7 @@ from scratchlm.data import CausalLMBatches, builtin_corpus, train_val_split
 from scratchlm.models import GPT, GPTConfig
 from scratchlm.nn import Parameter
 from scratchlm.optim import clip_grad_norm, lr_at_step, param_groups_for_decay
-from scratchlm.train import Trainer, TrainingArguments, TrainingError
+from scratchlm.train import SingleProcess, Trainer, TrainingArguments, TrainingError
 
 
 def tiny_gpt(dtype="float64", dropout=0.0, seed=0):
@@ -84,7 +84,7 @@ def test_decay_groups_leave_out_biases_and_layernorm_weights():
     assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
 
 
-def _trainer(tmp_path, steps, seed=0, dropout=0.1, **kw):
+def _trainer(tmp_path, steps, seed=0, dropout=0.1, parallel=None, **kw):
     rng = np.random.default_rng(123)
     tokens = rng.integers(0, 31, 2000)
     model = tiny_gpt("float32", dropout=dropout, seed=seed)
@@ -92,27 +92,34 @@ def _trainer(tmp_path, steps, seed=0, dropout=0.1, **kw):
                              log_interval=1, warmup_steps=3, learning_rate=3e-3,
                              progress=False, seed=seed, **kw)
     batches = CausalLMBatches(tokens, 16, 4, seed=seed)
-    return Trainer(model, args, batches, CausalLMBatches(tokens, 16, 4).fixed_batches(2))
+    return Trainer(model, args, batches, CausalLMBatches(tokens, 16, 4).fixed_batches(2),
+                   parallel=parallel)
 
 
 def _losses(trainer):
     return [r["loss"] for r in trainer.history if "loss" in r]
 
 
-def test_resume_from_a_checkpoint_gives_identical_losses(tmp_path):
-    full = _trainer(tmp_path / "full", 12)
-    full.train()
-    first = _trainer(tmp_path / "cut", 12)
+def _interrupted(out, steps=12):
+    """A run stopped during step 8: the last checkpoint is the one of step 5."""
+    first = _trainer(out, steps)
     step = first.train_step
 
-    def interrupted():                                  # stop during step 8; the last
-        if first.step == 7:                             # checkpoint is the one of step 5
+    def interrupted():
+        if first.step == 7:
             raise KeyboardInterrupt
         return step()
 
     first.train_step = interrupted
     with pytest.raises(KeyboardInterrupt):
         first.train()
+    return first
+
+
+def test_resume_from_a_checkpoint_gives_identical_losses(tmp_path):
+    full = _trainer(tmp_path / "full", 12)
+    full.train()
+    first = _interrupted(tmp_path / "cut")
     resumed = _trainer(tmp_path / "cut", 12, seed=99)   # a different init, overwritten
     resumed.load_checkpoint()
     assert resumed.step == 5
@@ -121,6 +128,84 @@ def test_resume_from_a_checkpoint_gives_identical_losses(tmp_path):
     a = dict(full.model.named_parameters())
     for name, p in resumed.model.named_parameters():
         np.testing.assert_array_equal(p.data, a[name].data, err_msg=name)
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    # The interrupted run logged steps 6 and 7 after its checkpoint of step 5, and was
+    # killed while writing a row of step 8; the resumed run logs 6 onwards again.
+    def rows(out):
+        with open(out / "metrics.jsonl") as f:
+            return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+                    for line in f]
+
+    _trainer(tmp_path / "full", 12).train()
+    _interrupted(tmp_path / "cut")
+    assert [r["step"] for r in rows(tmp_path / "cut")][-3:] == [5, 6, 7]
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 8, "lo')                      # a row cut short by the kill
+    resumed = _trainer(tmp_path / "cut", 12)
+    resumed.train(resume=True)
+    assert rows(tmp_path / "cut") == rows(tmp_path / "full")      # one run, step by step
+    assert [r["step"] for r in resumed.history if "loss" in r] == list(range(6, 13))
+    assert not os.path.exists(tmp_path / "cut" / "metrics.jsonl.tmp")
+
+
+class RecordingHooks(SingleProcess):
+    """The one-process hooks, noting when the Trainer calls each (and what it sees then)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def setup(self, trainer):
+        self.trainer = trainer
+        self.calls.append("setup")
+
+    def _grad_norm(self):
+        return math.sqrt(sum(float((p.grad.astype(np.float64) ** 2).sum())
+                             for p in self.trainer.model.parameters()))
+
+    def before_last_backward(self):
+        self.calls.append(f"before_last_backward (gradients {self._grad_norm() > 0})")
+
+    def average_gradients(self, step):
+        self.norm = self._grad_norm()
+        self.calls.append(f"average_gradients {step}")
+
+    def average_loss(self, loss, tokens):
+        self.calls.append(f"average_loss {tokens}")
+        return loss, tokens
+
+    def average_evaluation(self, val_loss, sums, counts):
+        self.calls.append("average_evaluation")
+        return val_loss, sums, counts
+
+    def gather_rng_states(self, model, rng_state, step):
+        self.calls.append(f"gather_rng_states {step}")
+        return [rng_state]
+
+    def after_save(self, step):
+        saved = os.path.exists(os.path.join(self.trainer.args.out_dir, "checkpoint"))
+        self.calls.append(f"after_save {step} (saved {saved})")
+
+    def check_resume(self, directory, state):
+        self.calls.append(f"check_resume {state['step']}")
+
+
+def test_the_parallel_hooks_are_called_at_fixed_points_of_the_loop(tmp_path):
+    hooks = RecordingHooks()
+    trainer = _trainer(tmp_path, 2, grad_accum_steps=2, parallel=hooks)
+    m = trainer.train_step()
+    assert m["grad_norm"] == pytest.approx(hooks.norm, rel=1e-6)    # averaged before clipping
+    trainer.train()
+    step = ["before_last_backward (gradients True)"]      # after the first micro-batch's
+    assert hooks.calls == ["setup",
+                           *step, "average_gradients 1", "average_loss 128",
+                           *step, "average_gradients 2", "average_loss 128",
+                           "average_evaluation", "gather_rng_states 2",
+                           "after_save 2 (saved True)"]
+    again = RecordingHooks()
+    _trainer(tmp_path, 2, grad_accum_steps=2, parallel=again).load_checkpoint()
+    assert again.calls == ["setup", "check_resume 2"]
 
 
 def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
@@ -162,13 +247,11 @@ def _cli(out, *extra, steps=300):
 
 
 def _cli_losses(out):
-    losses = {}
     with open(out / "metrics.jsonl") as f:
-        for line in f:
-            r = json.loads(line)
-            if "loss" in r:
-                losses[r["step"]] = r["loss"]           # a resumed run rewrites later steps
-    return [losses[s] for s in sorted(losses)]
+        rows = [r for r in map(json.loads, f) if "loss" in r]
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)), "a step logged twice"   # a resumed run reads as one
+    return [r["loss"] for r in rows]
 
 
 @pytest.mark.slow

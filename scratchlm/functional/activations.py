@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from scratchlm.backend import erf, for_blocks, get_array_module, parallel_for
+from scratchlm.backend import erf, get_array_module
 from scratchlm.functional._checks import check_float
 
 Array = Any
@@ -18,10 +16,15 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)  # the normal density's constant
 GELU_CUBIC = 0.044715                       # the tanh form's cubic coefficient
 
 
+# Activation names as transformers spells them -> the GELU form, or relu/tanh.
+ACTIVATIONS = {
+    "gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh", "relu": "relu", "tanh": "tanh",
+}
+
+
 class GeluCache(NamedTuple):
-    x: Array            # (...) the input
-    s: Array            # (...) tanh(u) for "tanh", the normal CDF Phi(x) for "none";
-                        # None: recomputed from x by the backward (the fast tanh path)
+    x: Array            # (...) the input; the backward recomputes Phi(x) or tanh(u) from it
     approximate: str    # "tanh" (GPT-2) or "none" (exact, BERT)
 
 
@@ -29,11 +32,13 @@ def gelu_forward(x, approximate="none"):
     """Gaussian error linear unit, y = x * Phi(x), exact or in its tanh form.
 
     Math:
-        "none" (exact, BERT):  Phi = (1 + erf(x / sqrt 2)) / 2,  y = x * Phi
-        "tanh" (GPT-2):        u = sqrt(2/pi) (x + 0.044715 x^3),
-                               t = tanh(u),  y = x (1 + t) / 2
+        "none" (exact, BERT):  Phi = (1 + erf(x / sqrt 2)) / 2,         (1)
+                               y   = x Phi                              (2)
+        "tanh" (GPT-2):        u = sqrt(2/pi) (x + 0.044715 x^3),       (1)
+                               t = tanh(u),                             (2)
+                               y = x (1 + t) / 2                        (3)
     Shapes: x (...) -> y (...)
-    Returns: y, GeluCache
+    Returns: y, GeluCache (only x: the backward recomputes the rest)
     """
     op = "gelu_forward"
     check_float(op, "x", x)
@@ -41,214 +46,36 @@ def gelu_forward(x, approximate="none"):
         raise ValueError(f"{op}: approximate must be 'none' or 'tanh'; got {approximate!r}")
     xp = get_array_module(x)
     if approximate == "tanh":
-        u = x.copy()                                    # (1) x^3 as x*x*x, never x**3 (slow on
-        u *= x                                          #     float32); a copy, not x * x, keeps
-        u *= x                                          #     a 0-d x an array for out= below
-        u *= GELU_CUBIC
-        u += x
-        u *= SQRT_2_OVER_PI                             #     u = sqrt(2/pi) (x + 0.044715 x^3)
-        s = xp.tanh(u, out=u)                           # (2) t = tanh(u), in u's buffer
-        y = s + 1.0                                     # (3) y = x (1 + t) / 2
+        u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)   # (1) x*x*x: x**3 is slow in float32
+        t = xp.tanh(u)                                      # (2)
+        y = 0.5 * x * (1.0 + t)                             # (3)
     else:
-        s = erf(x * INV_SQRT_2)                         # (1) erf(x / sqrt 2)
-        s += 1.0
-        s *= 0.5                                        # (2) Phi(x)
-        y = s.copy()                                    # (3) y = x Phi(x)
-    y *= x
-    if approximate == "tanh":
-        y *= 0.5
-    return y, GeluCache(x, s, approximate)
+        Phi = 0.5 * (1.0 + erf(x * INV_SQRT_2))             # (1) the normal CDF
+        y = x * Phi                                         # (2)
+    return y, GeluCache(x, approximate)
 
 
 def gelu_backward(dout, cache):
     """Gradient of gelu_forward.
 
     Math:
-        "none":  dy/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-        "tanh":  dy/dx = (1 + t) / 2 + x (1 - t^2) / 2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        "none":  dy/dx = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+        "tanh":  dy/dx = (1 + t) / 2 + x / 2 * (1 - t^2) * sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    Phi(x), or u and t, are recomputed from x (one array cached instead of two).
     Returns: dx (...)
     """
-    x, s, approximate = cache
+    x, approximate = cache
     xp = get_array_module(x)
-    if s is None:                                       # not kept: recompute it
-        s = gelu_forward(x, approximate)[1].s
     if approximate == "tanh":
-        t = s
-        dydx = x * x                                    # back through (1): du/dx / sqrt(2/pi)
-        dydx *= 3.0 * GELU_CUBIC
-        dydx += 1.0
-        dydx *= SQRT_2_OVER_PI
-        dydx *= 1.0 - t * t                             # back through (2): dt/du
-        dydx *= x                                       # back through (3): x-operand ...
-        dydx += 1.0 + t                                 # ... and the (1 + t) operand
-        dydx *= 0.5
-    else:
-        Phi = s
-        dydx = x.copy()                                 # back through (3): x phi(x) ...
-        dydx *= x                                       #     (a copy keeps a 0-d x an array)
-        dydx *= -0.5
-        dydx = xp.exp(dydx, out=dydx)
-        dydx *= INV_SQRT_2PI
-        dydx *= x
-        dydx += Phi                                     # ... + Phi(x)
-    dydx *= dout
-    return dydx
-
-
-# --- the fast CPU variant: the same code on cache-sized blocks, over the threads -------
-
-BLOCK = 1 << 16     # elements per block: the op's few temporaries stay in a core's L2 cache
-                    # (smaller blocks cost more in per-call overhead than they save)
-
-
-def _gelu_tanh_t(x, t):
-    """t = tanh(u) of one block, u = x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2): (1)-(2) of
-    gelu_forward with x factored out of the cubic, in five in-place passes."""
-    np.multiply(x, x, out=t)
-    t *= SQRT_2_OVER_PI * GELU_CUBIC
-    t += SQRT_2_OVER_PI
-    t *= x                                              # (1) u
-    np.tanh(t, out=t)                                   # (2) t = tanh(u)
-
-
-def _gelu_tanh_block(x, y, t):
-    """The tanh GELU of one block into y (t: scratch that ends holding tanh(u))."""
-    _gelu_tanh_t(x, t)
-    np.add(t, 1.0, out=y)                               # (3) y = x (1 + t) / 2
-    y *= x
-    y *= 0.5
-
-
-def _gelu_tanh_backward_block(dout, x, dx, t, tmp):
-    """dx of the tanh GELU for one block: t = tanh(u) recomputed, then gelu_backward's
-    formula in in-place passes (t and tmp: scratch)."""
-    _gelu_tanh_t(x, t)
-    np.multiply(x, x, out=dx)                           # back through (1): du/dx / sqrt(2/pi)
-    dx *= 3.0 * SQRT_2_OVER_PI * GELU_CUBIC
-    dx += SQRT_2_OVER_PI
-    np.multiply(t, t, out=tmp)                          # back through (2): dt/du = 1 - t^2
-    np.subtract(1.0, tmp, out=tmp)
-    dx *= tmp
-    dx *= x                                             # back through (3): x-operand ...
-    dx += t                                             # ... and the (1 + t) operand
-    dx += 1.0
-    dx *= 0.5
-    dx *= dout
-
-
-# The normal CDF of float32 blocks, for the exact GELU. SciPy's erf costs some
-# 20 ns per element (one element at a time); this about 4, in whole-block passes:
-#
-#     Phi(x) = 1/2 + sign(x) (1/2 - Q(|x|)),    Q(u) = 1 - Phi(u) = exp(-u^2 / 2) R(t),
-#     t = 1 / (1 + P u),    R(t) = c1 t + c2 t^2 + ... + c6 t^6
-#
-# (the form of Abramowitz & Stegun 26.2.17, with 1/sqrt(2 pi) folded into the c_k).
-# P and c_k were fitted here, by least squares reweighted toward the smallest largest
-# error (Lawson's iteration), to SciPy's ndtr in float64 on u in [0, 9]: the formula is
-# within 5e-9 of Q. Evaluated in float32 it is as accurate as the plain float32 op
-# (GELU's output within a few ulp of the float64 value; tested). float64 keeps erf.
-NORMAL_TAIL_P = 0.276
-NORMAL_TAIL_C = (0.117624558, 0.0467207502, 0.322153517, -0.313861653, 0.440815018,
-                 -0.113452193)
-
-
-def _normal_cdf_block(x, phi, gauss, t):
-    """Phi(x) of one float32 block into phi; gauss ends holding exp(-x^2 / 2) (t: scratch)."""
-    np.abs(x, out=gauss)                                # u = |x|
-    np.multiply(gauss, np.float32(NORMAL_TAIL_P), out=t)
-    t += np.float32(1.0)
-    np.divide(np.float32(1.0), t, out=t)                # t = 1 / (1 + P u)
-    np.multiply(t, np.float32(NORMAL_TAIL_C[-1]), out=phi)
-    for c in NORMAL_TAIL_C[-2::-1]:                     # R(t) by Horner's rule
-        phi += np.float32(c)
-        phi *= t
-    np.multiply(gauss, gauss, out=gauss)
-    gauss *= np.float32(-0.5)
-    np.exp(gauss, out=gauss)                            # exp(-u^2 / 2)
-    phi *= gauss                                        # Q(|x|)
-    np.subtract(np.float32(0.5), phi, out=phi)
-    np.copysign(phi, x, out=phi)
-    phi += np.float32(0.5)                              # 1/2 + sign(x) (1/2 - Q(|x|))
-
-
-def _gelu_exact_block(x, y, gauss, t):
-    """The exact GELU of one float32 block into y: x Phi(x) (gauss, t: scratch)."""
-    _normal_cdf_block(x, y, gauss, t)
-    y *= x
-
-
-def _gelu_exact_backward_block(dout, x, dx, gauss, t):
-    """dx of the exact GELU for one float32 block: (Phi(x) + x phi(x)) dout, Phi recomputed
-    (gauss, t: scratch)."""
-    _normal_cdf_block(x, dx, gauss, t)
-    gauss *= x
-    gauss *= np.float32(INV_SQRT_2PI)                   # x phi(x)
-    dx += gauss
-    dx *= dout
-
-
-def gelu_forward_fast(x, approximate="none"):
-    """gelu_forward run block by block over the CPU threads (tested equal to rounding).
-
-    A block's temporaries fit in a core's cache, so the op's passes over
-    them cost cache, not memory, bandwidth. The tanh form writes each block
-    straight into the output and keeps only x: its backward recomputes
-    tanh(u) block by block, in the cache, instead of reading a second array
-    of the input's size from memory (cache.s is None). The exact form does
-    the same in float32, its normal CDF from a fitted formula (see
-    NORMAL_TAIL_C) four times faster than erf; in float64 it runs
-    gelu_forward on each block. Shapes and returns as gelu_forward.
-    """
-    xp = get_array_module(x)
-    if xp is not np or x.size < 2 * BLOCK:
-        return gelu_forward(x, approximate)
-    check_float("gelu_forward_fast", "x", x)
-    if approximate not in ("none", "tanh"):
-        return gelu_forward(x, approximate)             # its error message
-    x1 = np.ascontiguousarray(x).reshape(-1)
-    y = np.empty_like(x1)
-    recompute = approximate == "tanh" or x1.dtype == np.float32
-    s = None if recompute else np.empty_like(x1)
-
-    def blocks(lo, hi):
-        t, tmp = (np.empty(min(BLOCK, hi - lo), dtype=x1.dtype) for _ in range(2))  # scratch
-        for a, b in for_blocks(lo, hi, BLOCK):
-            if approximate == "tanh":
-                _gelu_tanh_block(x1[a:b], y[a:b], t[:b - a])
-            elif recompute:
-                _gelu_exact_block(x1[a:b], y[a:b], t[:b - a], tmp[:b - a])
-            else:
-                y[a:b], cache = gelu_forward(x1[a:b], approximate)
-                s[a:b] = cache.s
-
-    parallel_for(x1.size, blocks, BLOCK)
-    return y.reshape(x.shape), GeluCache(x, None if s is None else s.reshape(x.shape),
-                                         approximate)
-
-
-def gelu_backward_fast(dout, cache):
-    """gelu_backward run block by block over the CPU threads (tested equal to rounding)."""
-    x, s, approximate = cache
-    if get_array_module(x) is not np or x.size < 2 * BLOCK:
-        return gelu_backward(dout, cache)
-    x1 = np.ascontiguousarray(x).reshape(-1)
-    d1 = np.ascontiguousarray(dout).reshape(-1)
-    s1 = None if s is None else np.ascontiguousarray(s).reshape(-1)
-    dx = np.empty(d1.shape, dtype=np.result_type(d1, x1))
-
-    def blocks(lo, hi):
-        t, tmp = (np.empty(min(BLOCK, hi - lo), dtype=dx.dtype) for _ in range(2))   # scratch
-        for a, b in for_blocks(lo, hi, BLOCK):
-            if approximate == "tanh":
-                _gelu_tanh_backward_block(d1[a:b], x1[a:b], dx[a:b], t[:b - a], tmp[:b - a])
-            elif s1 is None and dx.dtype == np.float32:
-                _gelu_exact_backward_block(d1[a:b], x1[a:b], dx[a:b], t[:b - a], tmp[:b - a])
-            else:
-                sb = s1[a:b] if s1 is not None else None
-                dx[a:b] = gelu_backward(d1[a:b], GeluCache(x1[a:b], sb, approximate))
-
-    parallel_for(x1.size, blocks, BLOCK)
-    return dx.reshape(x.shape)
+        t = xp.tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x))   # (1)-(2) recomputed
+        du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x)     # back through (1)
+        dt_du = 1.0 - t * t                                          # back through (2)
+        dy_dx = 0.5 * (1.0 + t) + 0.5 * x * dt_du * du_dx            # back through (3):
+    else:                                                            # both operands
+        Phi = 0.5 * (1.0 + erf(x * INV_SQRT_2))                      # (1) recomputed
+        phi = INV_SQRT_2PI * xp.exp(-0.5 * x * x)                    # dPhi/dx, the density
+        dy_dx = Phi + x * phi                                        # back through (2), (1)
+    return dout * dy_dx
 
 
 class ReluCache(NamedTuple):

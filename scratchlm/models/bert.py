@@ -32,9 +32,8 @@ from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
 from scratchlm.nn import (
     Activation, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter,
-    TransformerBlock,
+    TiedLMHead, TransformerBlock,
 )
-from scratchlm.nn.layers import fast_or_plain
 
 
 def _check_config(where, config, dtype):
@@ -252,21 +251,14 @@ class BertLMPredictionHead(Module):
         super().__init__()
         self.transform = _Transform(config, rng, dtype)
         self.bias = Parameter(backend.to_backend(np.zeros(config.vocab_size, dtype=dtype)))
-        object.__setattr__(self, "word_embeddings", word_embeddings)  # tied, not re-registered
+        self.decoder = TiedLMHead(word_embeddings, bias=self.bias)  # W_word^T, + bias
 
     def forward(self, x):
         h = self.transform.forward(x)                   # (1) (B, T, C)
-        linear_forward = fast_or_plain(F.linear_forward, F.linear_forward_fast, h)
-        logits, cache = linear_forward(h, self.word_embeddings.weight.data.T,
-                                       self.bias.data)    # (2) (B, T, V)
-        self._save(cache)
-        return logits
+        return self.decoder.forward(h)                  # (2) (B, T, V)
 
     def backward(self, dlogits):
-        linear_backward = fast_or_plain(F.linear_backward, F.linear_backward_fast, dlogits)
-        dh, dW, db = linear_backward(dlogits, self._pop_cache())    # back through (2)
-        self.word_embeddings.weight.accumulate(dW.T)    # tied decoder: gradients add at the fork
-        self.bias.accumulate(db)
+        dh = self.decoder.backward(dlogits)             # back through (2); adds into W_word
         return self.transform.backward(dh)              # back through (1)
 
 

@@ -19,14 +19,14 @@ import math
 import numpy as np
 
 from scratchlm import backend
-from scratchlm import functional as F
-from scratchlm.models._decode import GPTDecoder
 from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
 from scratchlm.models.configs import GPTConfig
 from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
-from scratchlm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, TransformerBlock
-from scratchlm.nn.layers import fast_or_plain
+from scratchlm.nn import (
+    CrossEntropyLoss, Dropout, Embedding, LayerNorm, Module, ModuleList, TiedLMHead,
+    TransformerBlock,
+)
 
 
 class GPT(PretrainedMixin, Module):
@@ -59,6 +59,8 @@ class GPT(PretrainedMixin, Module):
                              std=std, proj_std=proj_std, rng=rng, dtype=dtype)
             for _ in range(config.n_layer)])
         self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon, dtype=dtype)
+        self.lm_head = TiedLMHead(self.wte)             # logits = x wte^T: no parameter of its own
+        self.loss_fn = CrossEntropyLoss(ignore_index=-100)
         self.set_rng(backend.default_rng(seed))         # dropout masks
 
     # ---------------------------------------------------------------------
@@ -100,29 +102,17 @@ class GPT(PretrainedMixin, Module):
         for layer, block in enumerate(self.h):          # (4)
             x = block.forward(x, mask, None if kv_caches is None else kv_caches[layer])
         x = self.ln_f.forward(x)                        # (5)
-        linear_forward = fast_or_plain(F.linear_forward, F.linear_forward_fast, x)
-        logits, head_cache = linear_forward(x, self.wte.weight.data.T)  # (6) tied head
-        loss = ce_cache = None
+        logits = self.lm_head.forward(x)                # (6) tied head, (B, T, V)
+        loss = None
         if labels is not None:
             # Shift: position t predicts token t+1. Shifting the labels left (the
             # last position gets -100) instead of slicing the logits keeps the
             # logits contiguous; the mean over counted targets is the same.
             targets = xp.full_like(labels, -100)
             targets[:, :-1] = labels[:, 1:]
-            cross_entropy = fast_or_plain(F.cross_entropy_forward,
-                                          F.cross_entropy_forward_fast, logits)
-            loss, ce_cache = cross_entropy(logits, targets)  # (7)
-        self._save((head_cache, ce_cache))
+            loss = self.loss_fn.forward(logits, targets)  # (7)
+        self._save(loss is not None)                    # what backward starts from
         return ModelOutput(loss=loss, logits=logits)
-
-    def decoder(self, batch_size, max_length):
-        """An inference-only forward over new positions with its own KV cache, for generation.
-
-        ``decoder(ids, position_ids)`` returns the next-token logits (B, V) at
-        the last of the new positions, equal to ``forward``'s there up to
-        rounding; see ``scratchlm.models._decode``. No dropout, no backward.
-        """
-        return GPTDecoder(self, batch_size, max_length)
 
     def backward(self, dloss=1.0, dlogits=None):
         """Fill every parameter's .grad from the last training forward.
@@ -130,19 +120,18 @@ class GPT(PretrainedMixin, Module):
         With a loss, its gradient is ``dloss`` (1.0 by default); without one,
         pass the upstream gradient of the logits as ``dlogits``.
         """
-        head_cache, ce_cache = self._pop_cache()
+        had_loss = self._pop_cache()
         if dlogits is None:
-            if ce_cache is None:
+            if not had_loss:
                 raise RuntimeError("GPT.backward: the forward computed no loss; pass labels= "
                                    "to forward, or dlogits= to backward")
-            dlogits = fast_or_plain(F.cross_entropy_backward, F.cross_entropy_backward_fast,
-                                    ce_cache.probs)(dloss, ce_cache)  # back through (7)
-        dx, dW_head, _ = fast_or_plain(F.linear_backward, F.linear_backward_fast,
-                                       dlogits)(dlogits, head_cache)  # back through (6)
+            dlogits = self.loss_fn.backward(dloss)      # back through (7)
+        elif had_loss:
+            self.loss_fn.clear_caches()
+        dx = self.lm_head.backward(dlogits)             # back through (6); adds into wte.grad
         dx = self.ln_f.backward(dx)                     # back through (5)
         for block in reversed(self.h):                  # back through (4)
             dx = block.backward(dx)
         dx = self.drop.backward(dx)                     # back through (3)
         self.wpe.backward(dx)                           # back through (2)
-        self.wte.backward(dx)                           # back through (1)
-        self.wte.weight.accumulate(dW_head.T)           # tied head: gradients add at the fork
+        self.wte.backward(dx)                           # back through (1): wte's second use

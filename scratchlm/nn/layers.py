@@ -9,10 +9,12 @@ residual stream), the two gradients are added on a line of their own.
 Initial weights are drawn on the host from a NumPy Generator and then moved
 to the active backend, so a seed gives the same model on CPU and GPU.
 
-On the CPU, with ``backend.fast_path()`` on (the default), layers call the
-fast variant of each op where there is one (``F.linear_forward_fast`` for
-``F.linear_forward``, ...): the same math over the CPU threads, tested equal
-to the plain op. ``fast_or_plain`` makes that choice in one place.
+Layers call their ops through the kernel table, ``table(x).linear_forward``
+and so on (``scratchlm/kernels/table.py``): the textbook op of
+``functional`` under ``use_kernels("textbook")``, its engine variant (same
+arguments, cache and gradients, tested equal) under ``"fast"``. Ops with one
+form only (dropout, relu, tanh, head split and merge) are called from
+``functional`` directly.
 """
 
 from __future__ import annotations
@@ -22,13 +24,10 @@ import numpy as np
 from scratchlm import backend
 from scratchlm import functional as F
 from scratchlm.functional._checks import check_probability
+from scratchlm.functional.activations import ACTIVATIONS
+from scratchlm.kernels.table import table
 from scratchlm.nn.module import Module
 from scratchlm.nn.parameter import Parameter
-
-
-def fast_or_plain(plain, fast, *arrays):
-    """The fast CPU variant of an op if the fast path applies to these arrays, else the plain op."""
-    return fast if backend.fast_path(*arrays) else plain
 
 
 def _param(array, dtype):
@@ -52,17 +51,16 @@ class Linear(Module):
         self.bias = _param(np.zeros(out_features), dtype) if bias else None
 
     def forward(self, x):
-        linear_forward = fast_or_plain(F.linear_forward, F.linear_forward_fast, x)
-        y, cache = linear_forward(x, self.weight.data,
-                                  None if self.bias is None else self.bias.data)
+        y, cache = table(x).linear_forward(x, self.weight.data,
+                                           None if self.bias is None else self.bias.data)
         self._save(cache)
         return y
 
     def backward(self, dout):
         train_b = self.bias is not None and self.bias.requires_grad
-        linear_backward = fast_or_plain(F.linear_backward, F.linear_backward_fast, dout)
-        dx, dW, db = linear_backward(dout, self._pop_cache(),     # frozen: no dW / db work
-                                     need_dW=self.weight.requires_grad, need_db=train_b)
+        dx, dW, db = table(dout).linear_backward(dout, self._pop_cache(),  # frozen: no dW/db
+                                                 need_dW=self.weight.requires_grad,
+                                                 need_db=train_b)
         if dW is not None:
             self.weight.accumulate(dW)
         if db is not None:
@@ -90,7 +88,7 @@ class Embedding(Module):
         self.weight = _param(W, dtype)
 
     def forward(self, ids):
-        out, cache = F.embedding_forward(ids, self.weight.data)
+        out, cache = table(self.weight.data).embedding_forward(ids, self.weight.data)
         self._save(cache)
         return out
 
@@ -98,13 +96,64 @@ class Embedding(Module):
         cache = self._pop_cache()
         if not self.weight.requires_grad:
             return                                      # frozen table: no scatter-add at all
-        dW = fast_or_plain(F.embedding_backward, F.embedding_backward_fast, dout)(dout, cache)
+        dW = table(dout).embedding_backward(dout, cache)
         if self.padding_idx is not None:
             dW[self.padding_idx] = 0                    # as torch: no gradient for this row
         self.weight.accumulate(dW)
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
+
+
+class TiedLMHead(Module):
+    """logits = x @ W^T (+ b): a language-model head whose weight is an Embedding's table W (V, C).
+
+    The table is one Parameter used twice, by the lookup and by this head,
+    and is registered once (by its Embedding); the head adds its gradient
+    into the table's ``.grad`` on a line of its own: gradients add at the
+    fork. ``bias``: a Parameter (V,) for the logits (BERT's
+    ``cls.predictions.bias``, which the caller owns and registers first), or
+    None (GPT-2).
+    """
+
+    def __init__(self, embedding, bias=None):
+        super().__init__()
+        object.__setattr__(self, "embedding", embedding)    # tied: not registered again
+        self.bias = bias
+
+    def forward(self, x):
+        W = self.embedding.weight.data                  # (V, C)
+        logits, cache = table(x).linear_forward(        # (1) x W^T + b, W^T a view
+            x, W.T, None if self.bias is None else self.bias.data)
+        self._save(cache)
+        return logits
+
+    def backward(self, dlogits):
+        dx, dWT, db = table(dlogits).linear_backward(   # back through (1)
+            dlogits, self._pop_cache(), need_dW=self.embedding.weight.requires_grad,
+            need_db=self.bias is not None and self.bias.requires_grad)
+        if dWT is not None:
+            self.embedding.weight.accumulate(dWT.T)     # tied: gradients add at the fork
+        if db is not None:
+            self.bias.accumulate(db)
+        return dx
+
+
+class CrossEntropyLoss(Module):
+    """The mean cross-entropy of logits (..., V) against targets (...), ignore_index skipped."""
+
+    def __init__(self, ignore_index=-100):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits, targets):
+        loss, cache = table(logits).cross_entropy_forward(logits, targets, self.ignore_index)
+        self._save(cache)
+        return loss
+
+    def backward(self, dloss=1.0):
+        cache = self._pop_cache()
+        return table(cache.log_softmax.probs).cross_entropy_backward(dloss, cache)
 
 
 class LayerNorm(Module):
@@ -117,14 +166,12 @@ class LayerNorm(Module):
         self.bias = _param(np.zeros(normalized_shape), dtype)
 
     def forward(self, x):
-        layernorm_forward = fast_or_plain(F.layernorm_forward, F.layernorm_forward_fast, x)
-        y, cache = layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
+        y, cache = table(x).layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
         self._save(cache)
         return y
 
     def backward(self, dout):
-        layernorm_backward = fast_or_plain(F.layernorm_backward, F.layernorm_backward_fast, dout)
-        dx, dgamma, dbeta = layernorm_backward(dout, self._pop_cache())
+        dx, dgamma, dbeta = table(dout).layernorm_backward(dout, self._pop_cache())
         self.weight.accumulate(dgamma)
         self.bias.accumulate(dbeta)
         return dx
@@ -152,13 +199,6 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
-# Activation names as transformers spells them -> the GELU form, or relu/tanh.
-ACTIVATIONS = {
-    "gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_fast": "gelu_tanh", "relu": "relu", "tanh": "tanh",
-}
-
-
 class Activation(Module):
     """An element-wise activation named as in transformers (``gelu``, ``gelu_new``, ...)."""
 
@@ -170,11 +210,10 @@ class Activation(Module):
         self.name, self.kind = name, ACTIVATIONS[name]
 
     def forward(self, x):
-        gelu_forward = fast_or_plain(F.gelu_forward, F.gelu_forward_fast, x)
         if self.kind == "gelu_erf":
-            y, cache = gelu_forward(x, "none")
+            y, cache = table(x).gelu_forward(x, "none")
         elif self.kind == "gelu_tanh":
-            y, cache = gelu_forward(x, "tanh")
+            y, cache = table(x).gelu_forward(x, "tanh")
         elif self.kind == "relu":
             y, cache = F.relu_forward(x)
         else:
@@ -185,7 +224,7 @@ class Activation(Module):
     def backward(self, dout):
         cache = self._pop_cache()
         if self.kind in ("gelu_erf", "gelu_tanh"):
-            return fast_or_plain(F.gelu_backward, F.gelu_backward_fast, dout)(dout, cache)
+            return table(dout).gelu_backward(dout, cache)
         if self.kind == "relu":
             return F.relu_backward(dout, cache)
         return F.tanh_backward(dout, cache)
@@ -194,10 +233,12 @@ class Activation(Module):
         return self.name
 
 
-# Attention paths: "plain" keeps every score (the textbook op, or its fast CPU
-# variant); "blockwise" keeps one block of scores at a time (memory O(T) per
-# row, the backward recomputes the blocks); "auto" is blockwise past
-# BLOCKWISE_FROM keys, where the T x T scores of every layer would crowd memory.
+# Attention paths: "plain" keeps every score (the table's attention_forward);
+# "blockwise" keeps one block of scores at a time (memory O(T) per row, the
+# backward recomputes the blocks), where the table has that kernel (the fast
+# CPU table; under "textbook" every path keeps every score); "auto" is
+# blockwise past BLOCKWISE_FROM keys, where the T x T scores of every layer
+# would crowd memory.
 ATTENTION_PATHS = ("auto", "plain", "blockwise")
 BLOCKWISE_FROM = 1024
 
@@ -242,8 +283,9 @@ class MultiHeadSelfAttention(Module):
             self.block_size = block_size
         return self
 
-    def _blockwise(self, Tk, p, q):
-        if self.attention == "plain" or backend.is_cupy_array(q):
+    def _blockwise(self, K, Tk, p):
+        """Whether this forward takes the table's blockwise kernel (none under "textbook")."""
+        if self.attention == "plain" or K.attention_forward_blockwise is None:
             return False
         if self.attention == "blockwise":
             if p:
@@ -262,13 +304,13 @@ class MultiHeadSelfAttention(Module):
         if kv_cache is not None:                        #     decoding: past keys too
             k, v = kv_cache.append(k, v)
         p = self.attn_pdrop if self.training else 0.0
-        if self._blockwise(k.shape[2], p, q):           # (3) one of three equal paths
-            a, att_cache = F.attention_forward_blockwise(q, k, v, causal=self.causal,
+        K = table(q)
+        if self._blockwise(K, k.shape[2], p):           # (3) every score, or blocks of them
+            a, att_cache = K.attention_forward_blockwise(q, k, v, causal=self.causal,
                                                          mask=mask, block_size=self.block_size)
         else:
-            attention_forward = fast_or_plain(F.attention_forward, F.attention_forward_fast, q)
-            a, att_cache = attention_forward(q, k, v, causal=self.causal, mask=mask,
-                                             dropout_p=p, rng=self.rng)
+            a, att_cache = K.attention_forward(q, k, v, causal=self.causal, mask=mask,
+                                               dropout_p=p, rng=self.rng)
         y = self.c_proj.forward(F.merge_heads(a))       # (4) (B, T, C)
         y = self.resid_dropout.forward(y)               # (5)
         self._save(att_cache)
@@ -284,15 +326,9 @@ class MultiHeadSelfAttention(Module):
         heads = (F.split_heads(dqkv[..., :C], H),       # gradient goes to its slot of the
                  F.split_heads(dqkv[..., C:2 * C], H),  # fused qkv
                  F.split_heads(dqkv[..., 2 * C:], H))
-        if isinstance(att_cache, F.BlockwiseAttentionCache):   # back through (3)
-            grads = F.attention_backward_blockwise(da, att_cache)
-        elif backend.fast_path(da):
-            grads = F.attention_backward_fast(da, att_cache, out=heads)
-        else:
-            grads = F.attention_backward(da, att_cache)
+        grads = table(da).attention_backward(da, att_cache)   # back through (3)
         for slot, g in zip(heads, grads):
-            if slot is not g:
-                slot[...] = g
+            slot[...] = g
         return self.c_attn.backward(dqkv)               # back through (1)
 
     def extra_repr(self):

@@ -172,8 +172,22 @@ class Module:
         return self
 
     def astype(self, dtype):
-        """Cast every parameter (data and grad) to ``dtype``."""
-        dtype = np.dtype(dtype)
+        """Cast every parameter (data and grad) to ``dtype``, a floating dtype such as
+        ``"float64"`` (anything ``numpy.dtype()`` accepts); returns the module.
+
+        Weights are real numbers: an integer, boolean or complex dtype is refused
+        (TypeError), as the models' constructors refuse it, rather than rounding
+        every weight silently.
+        """
+        where = f"{type(self).__name__}.astype"
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"{where}: dtype must be a floating dtype such as 'float32'; "
+                            f"got {dtype!r}") from None
+        if dtype.kind != "f":
+            raise TypeError(f"{where}: dtype must be a floating dtype (float16, float32, "
+                            f"float64); got {dtype}")
         for p in self.parameters():
             p.data = p.data.astype(dtype, copy=False)
             p.grad = p.grad.astype(dtype, copy=False)

@@ -440,7 +440,12 @@ class WordPieceTokenizer(Tokenizer):
         if not os.path.isfile(vocab_path):
             raise FileNotFoundError(f"{where}: no file {vocab_path!r}")
         with open(vocab_path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+            text = f.read()
+        if not text.strip():
+            raise ValueError(f"{where}: {vocab_path!r} is empty; a WordPiece vocab.txt holds "
+                             f"one token per line, in id order, with BERT's special tokens "
+                             f"({', '.join(BERT_SPECIAL_TOKENS)}) among them")
+        lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()                          # the newline that ends the last line
         vocab = _vocab_from_list([line.rstrip("\r") for line in lines], where, vocab_path)

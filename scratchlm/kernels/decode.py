@@ -1,7 +1,8 @@
 """GPT's forward for generation: new positions against a cache of past keys and values.
 
 ``GPT.forward`` is written for training: it checks its arguments, keeps what
-``backward`` needs, and picks the plain or the fast variant of every op. A
+``backward`` needs, and runs every op through the kernel table; with a KV
+cache it is the reference path of generation. A
 decoding step needs none of that, and at batch 1 it runs some sixty ops on
 one row each, so the Python around the ops costs more than their arithmetic.
 ``GPTDecoder`` computes the same function for inference only: arguments are
@@ -43,8 +44,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from scratchlm import backend
-from scratchlm.functional.activations import GELU_CUBIC, INV_SQRT_2, SQRT_2_OVER_PI
-from scratchlm.nn.layers import ACTIVATIONS
+from scratchlm.functional.activations import (
+    ACTIVATIONS, GELU_CUBIC, INV_SQRT_2, SQRT_2_OVER_PI,
+)
 
 Array = Any
 

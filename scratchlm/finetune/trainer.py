@@ -6,7 +6,7 @@
    model.safetensors, vocab.txt), such as ``scratchlm train --model bert``
    writes. The task head (classifier / qa_outputs) is new: initialised and
    reported; pre-training heads in the checkpoint are left unused.
-2. Read the train and eval files (scratchlm.data.tasks), take the label set
+2. Read the train and eval files (scratchlm.finetune.tasks), take the label set
    from the training file and check the eval file against it.
 3. Turn examples into features (token ids and labels at token level) and
    train with the Trainer: AdamW, linear warmup and decay, gradient clipping,
@@ -39,7 +39,7 @@ import numpy as np
 from scratchlm import backend
 from scratchlm.backend import to_numpy
 from scratchlm.checkpoint import read_config
-from scratchlm.data.tasks import (
+from scratchlm.finetune.tasks import (
     ClassificationExample, Counts, QAExample, TaggedSentence, TaskDataError, align_labels,
     best_answers, check_labels, encode_words, label_list, ner_label_list, qa_features,
     read_classification, read_conll, read_squad, split_words)

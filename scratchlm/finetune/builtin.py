@@ -36,7 +36,7 @@ import re
 import zlib
 
 from scratchlm.data.corpus import builtin_documents
-from scratchlm.data.tasks import (
+from scratchlm.finetune.tasks import (
     ClassificationExample, QAExample, TaggedSentence, split_words, write_classification,
     write_conll, write_squad)
 

@@ -1,4 +1,4 @@
-"""Process settings that make NumPy's CPU work faster, applied when scratchlm is imported.
+"""Process settings that make NumPy's CPU work faster, for an application to apply.
 
 Two costs outside NumPy's own code, both measured on a training step:
 
@@ -14,7 +14,10 @@ Two costs outside NumPy's own code, both measured on a training step:
   thresholds (``mallopt``) keeps freed arrays in the process for reuse.
   Linux with glibc only; elsewhere nothing changes.
 
-``SCRATCHLM_TUNE_RUNTIME=0`` in the environment turns both off.
+``tune_process()`` applies both. Importing scratchlm applies neither: they
+change the whole process (a PyTorch in the same notebook too), so they are an
+application's choice; the ``scratchlm`` command makes it at start-up, before
+NumPy loads. ``SCRATCHLM_TUNE_RUNTIME=0`` in the environment turns both off.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameter numbers (m
 applied: dict = {}              # what was changed, for the curious and the tests
 
 
-def tune() -> dict:
+def tune_process() -> dict:
     """Apply both settings once (see the module docstring); returns what was applied."""
     if applied or os.environ.get("SCRATCHLM_TUNE_RUNTIME", "1").lower() in ("0", "false", "no"):
         return applied

@@ -1,4 +1,4 @@
-"""Every fast variant equals its plain op: outputs, caches and gradients.
+"""Every CPU engine kernel equals its textbook op: outputs, caches and gradients.
 
 The fast CPU variants (``*_fast``) run the plain ops' arithmetic in blocks over
 threads; the blockwise attention computes the same softmax with an online
@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from scratchlm import backend
 from scratchlm import functional as F
-from scratchlm.functional import activations, attention, layernorm, losses
+from scratchlm.kernels import cpu as K
+from scratchlm.kernels.cpu import activations, attention, layernorm, losses
+from scratchlm.kernels.cpu import threads as cpu_threads
 from strategies import MASK_KINDS, attention_case, no_float_warnings
 
 RNG = np.random.default_rng(0)
@@ -42,11 +43,11 @@ def test_parallel_for_covers_the_range_once_and_raises_errors(threads):
     def mark(lo, hi):
         seen[lo:hi] += 1
 
-    backend.parallel_for(1000, mark, min_size=7)
+    cpu_threads.parallel_for(1000, mark, min_size=7)
     assert (seen == 1).all()
-    backend.parallel_for(0, mark)                       # nothing to do
+    cpu_threads.parallel_for(0, mark)                       # nothing to do
     calls = []
-    backend.parallel_for(10, lambda lo, hi: calls.append((lo, hi)), min_size=100)
+    cpu_threads.parallel_for(10, lambda lo, hi: calls.append((lo, hi)), min_size=100)
     assert calls == [(0, 10)]                           # too small to split
 
     def fail(lo, hi):
@@ -54,12 +55,12 @@ def test_parallel_for_covers_the_range_once_and_raises_errors(threads):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        backend.parallel_for(1000, fail)
+        cpu_threads.parallel_for(1000, fail)
 
 
 def test_set_num_threads_rejects_nonsense():
     with pytest.raises(ValueError, match="positive int"):
-        backend.set_num_threads(0)
+        cpu_threads.set_num_threads(0)
 
 
 # --- linear ---------------------------------------------------------------------
@@ -70,13 +71,13 @@ def test_linear_fast_equals_plain(threads, shape, bias):
     x, W = randn(*shape), randn(shape[-1], 9)
     b = randn(9) if bias else None
     y, cache = F.linear_forward(x, W, b)
-    y_fast, cache_fast = F.linear_forward_fast(x, W, b)
+    y_fast, cache_fast = K.linear_forward_fast(x, W, b)
     assert_allclose(y_fast, y, rtol=1e-13, atol=1e-13)
     assert y_fast.shape == y.shape
     dout = randn(*y.shape)
     for need_dW, need_db in [(True, True), (False, True), (True, False)]:
         plain = F.linear_backward(dout, cache, need_dW, need_db)
-        fast = F.linear_backward_fast(dout, cache_fast, need_dW, need_db)
+        fast = K.linear_backward_fast(dout, cache_fast, need_dW, need_db)
         for a, e in zip(fast, plain):
             if e is None:
                 assert a is None
@@ -88,11 +89,11 @@ def test_linear_fast_equals_plain(threads, shape, bias):
 def test_linear_fast_float32_and_a_transposed_weight(threads):
     x, W = randn(4, 70, 8, dtype=np.float32), randn(11, 8, dtype=np.float32)
     y, cache = F.linear_forward(x, W.T)                 # a tied head's W^T view
-    y_fast, cache_fast = F.linear_forward_fast(x, W.T)
+    y_fast, cache_fast = K.linear_forward_fast(x, W.T)
     assert y_fast.dtype == np.float32
     assert_allclose(y_fast, y, rtol=1e-5, atol=1e-6)
     dout = randn(*y.shape, dtype=np.float32)
-    for a, e in zip(F.linear_backward_fast(dout, cache_fast), F.linear_backward(dout, cache)):
+    for a, e in zip(K.linear_backward_fast(dout, cache_fast), F.linear_backward(dout, cache)):
         if e is not None:
             assert a.dtype == np.float32
             assert_allclose(a, e, rtol=1e-5, atol=1e-5)
@@ -106,18 +107,18 @@ def test_attention_fast_equals_plain(threads, causal, dims):
     B, H, Tq, Tk, D = dims
     q, k, v = randn(B, H, Tq, D), randn(B, H, Tk, D), randn(B, H, Tk, D)
     out, cache = F.attention_forward(q, k, v, causal=causal)
-    out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=causal)
+    out_fast, cache_fast = K.attention_forward_fast(q, k, v, causal=causal)
     assert_allclose(out_fast, out, rtol=1e-13, atol=1e-14)
     assert_allclose(cache_fast.att, cache.att, rtol=1e-13, atol=1e-14)
     if Tq * Tk >= attention.PER_HEAD_FROM:             # head by head (else the plain op):
         assert np.shares_memory(F.merge_heads(out_fast), out_fast)   # merging copies nothing
     dout = randn(*out.shape)
     plain = F.attention_backward(dout, cache)
-    fast = F.attention_backward_fast(dout, cache_fast)
+    fast = K.attention_backward_fast(dout, cache_fast)
     for a, e in zip(fast, plain):
         assert_allclose(a, e, rtol=1e-12, atol=1e-13)
     slots = tuple(np.empty_like(g) for g in plain)      # out= takes caller's buffers
-    written = F.attention_backward_fast(dout, cache_fast, out=slots)
+    written = K.attention_backward_fast(dout, cache_fast, out=slots)
     assert all(w is s for w, s in zip(written, slots))
     for a, e in zip(slots, plain):
         assert_allclose(a, e, rtol=1e-12, atol=1e-13)
@@ -127,11 +128,11 @@ def assert_fast_attention_equals_plain(B, H, Tq, Tk, D, causal):
     """Outputs, weights and the three gradients of the fast op equal the plain op's."""
     q, k, v = randn(B, H, Tq, D), randn(B, H, Tk, D), randn(B, H, Tk, D)
     out, cache = F.attention_forward(q, k, v, causal=causal)
-    out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=causal)
+    out_fast, cache_fast = K.attention_forward_fast(q, k, v, causal=causal)
     assert_allclose(out_fast, out, rtol=1e-13, atol=1e-14)
     assert_allclose(cache_fast.att, cache.att, rtol=1e-13, atol=1e-14)
     dout = randn(*out.shape)
-    for a, e in zip(F.attention_backward_fast(dout, cache_fast),
+    for a, e in zip(K.attention_backward_fast(dout, cache_fast),
                     F.attention_backward(dout, cache)):
         assert_allclose(a, e, rtol=1e-12, atol=1e-13)
 
@@ -164,12 +165,12 @@ def test_attention_fast_with_a_mask_or_dropout_is_the_plain_op():
     q, k, v = randn(2, 2, 4, 3), randn(2, 2, 4, 3), randn(2, 2, 4, 3)
     mask = np.array([[1, 1, 0, 1], [1, 1, 1, 1]])
     out, _ = F.attention_forward(q, k, v, mask=mask)
-    assert_array_equal(F.attention_forward_fast(q, k, v, mask=mask)[0], out)
+    assert_array_equal(K.attention_forward_fast(q, k, v, mask=mask)[0], out)
     out, cache = F.attention_forward(q, k, v, causal=True, dropout_p=0.3, rng=4)
-    out_fast, cache_fast = F.attention_forward_fast(q, k, v, causal=True, dropout_p=0.3, rng=4)
+    out_fast, cache_fast = K.attention_forward_fast(q, k, v, causal=True, dropout_p=0.3, rng=4)
     assert_array_equal(out_fast, out)
     dout = randn(*out.shape)
-    for a, e in zip(F.attention_backward_fast(dout, cache_fast),
+    for a, e in zip(K.attention_backward_fast(dout, cache_fast),
                     F.attention_backward(dout, cache)):
         assert_array_equal(a, e)
 
@@ -177,11 +178,11 @@ def test_attention_fast_with_a_mask_or_dropout_is_the_plain_op():
 def assert_blockwise_equals_plain(q, k, v, mask, causal, block_size, rtol=1e-11):
     with no_float_warnings():
         out, cache = F.attention_forward(q, k, v, causal=causal, mask=mask)
-        out_b, cache_b = F.attention_forward_blockwise(q, k, v, causal=causal, mask=mask,
+        out_b, cache_b = K.attention_forward_blockwise(q, k, v, causal=causal, mask=mask,
                                                        block_size=block_size)
         dout = randn(*out.shape, dtype=q.dtype)
         plain = F.attention_backward(dout, cache)
-        blockwise = F.attention_backward_blockwise(dout, cache_b)
+        blockwise = K.attention_backward_blockwise(dout, cache_b)
     tol = dict(rtol=rtol, atol=rtol)
     assert out_b.dtype == q.dtype
     assert_allclose(out_b, out, **tol, err_msg="out")
@@ -232,18 +233,18 @@ def test_blockwise_attention_fully_masked_rows_give_zeros():
     q, k, v = randn(2, 2, 6, 3), randn(2, 2, 6, 3), randn(2, 2, 6, 3)
     mask = np.ones((2, 6), dtype=bool)
     mask[1] = False                                     # batch row 1 sees nothing
-    out, cache = F.attention_forward_blockwise(q, k, v, causal=True, mask=mask, block_size=2)
+    out, cache = K.attention_forward_blockwise(q, k, v, causal=True, mask=mask, block_size=2)
     assert (out[1] == 0).all() and (out[0] != 0).all()
     dout = np.zeros_like(out)
     dout[1] = 1.0                                       # the loss reads the masked rows only
-    for g in F.attention_backward_blockwise(dout, cache):
+    for g in K.attention_backward_blockwise(dout, cache):
         assert (g == 0).all()
 
 
 def test_blockwise_attention_rejects_dropout():
     q = randn(1, 1, 3, 2)
     with pytest.raises(ValueError, match="dropout"):
-        F.attention_forward_blockwise(q, q, q, dropout_p=0.1, rng=0)
+        K.attention_forward_blockwise(q, q, q, dropout_p=0.1, rng=0)
 
 
 # --- element-wise ops and embeddings ---------------------------------------------
@@ -257,22 +258,20 @@ def test_gelu_fast_equals_plain(threads, approximate, dtype):
     x = randn(5, 130, 211, dtype=dtype)                 # several blocks, a ragged last one
     x[0, 0, :5] = [0.0, -0.0, 30.0, -30.0, 1e-3]        # saturated and tiny inputs too
     y, cache = F.gelu_forward(x, approximate)
-    y_fast, cache_fast = F.gelu_forward_fast(x, approximate)
+    y_fast, cache_fast = K.gelu_forward_fast(x, approximate)
     dout = randn(*x.shape, dtype=dtype)
-    dx, dx_fast = F.gelu_backward(dout, cache), F.gelu_backward_fast(dout, cache_fast)
+    dx, dx_fast = F.gelu_backward(dout, cache), K.gelu_backward_fast(dout, cache_fast)
     if approximate == "none" and dtype == np.float64:
         assert_array_equal(y_fast, y)
-        assert_array_equal(cache_fast.s, cache.s)
         assert_array_equal(dx_fast, dx)
-    else:                                               # tanh(u) or Phi(x) is recomputed
-        assert cache_fast.s is None
+    else:                                               # tanh(u) or Phi(x) by other formulas
         tol = dict(rtol=1e-14, atol=1e-15) if dtype == np.float64 else dict(rtol=2e-6, atol=1e-6)
         assert_allclose(y_fast, y, **tol)
         assert_allclose(dx_fast, dx, **tol)
         assert_array_equal(F.gelu_backward(dout, cache_fast), dx)   # the plain op recomputes
     assert y_fast.dtype == dx_fast.dtype == dtype
     small = randn(3, 4, dtype=dtype)                    # below one block: the plain op
-    assert_array_equal(F.gelu_forward_fast(small, approximate)[0],
+    assert_array_equal(K.gelu_forward_fast(small, approximate)[0],
                        F.gelu_forward(small, approximate)[0])
 
 
@@ -309,7 +308,7 @@ def test_layernorm_fast_equals_plain(threads, dtype):
     y, cache = F.layernorm_forward(x, gamma, beta)
     x[0, 0] = 7.0                                       # a constant row: var 0, eps alone
     y, cache = F.layernorm_forward(x, gamma, beta)
-    y_fast, cache_fast = F.layernorm_forward_fast(x, gamma, beta)
+    y_fast, cache_fast = K.layernorm_forward_fast(x, gamma, beta)
     # Row means by matrix-vector products: another summation order, equal to rounding
     # (on the constant row, rounding of x - mu times rstd = 1/sqrt(eps) ~ 316).
     close = dict(rtol=1e-12, atol=1e-11) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
@@ -319,7 +318,7 @@ def test_layernorm_fast_equals_plain(threads, dtype):
     assert y_fast.dtype == cache_fast.x_hat.dtype == cache_fast.rstd.dtype == dtype
     dout = randn(*x.shape, dtype=dtype)
     dx, dgamma, dbeta = F.layernorm_backward(dout, cache)
-    dx_f, dgamma_f, dbeta_f = F.layernorm_backward_fast(dout, cache_fast)
+    dx_f, dgamma_f, dbeta_f = K.layernorm_backward_fast(dout, cache_fast)
     assert_allclose(dx_f, dx, **close)
     assert dx_f.dtype == dtype
     tol = 1e-10 if dtype == np.float64 else 1e-4        # sums grouped by block; the constant row
@@ -334,7 +333,7 @@ def test_embedding_backward_fast_equals_plain(ids_shape):
     ids = RNG.integers(0, 13, ids_shape)                # many repeated ids
     _, cache = F.embedding_forward(ids, W)
     dout = randn(*ids_shape, 6)
-    assert_allclose(F.embedding_backward_fast(dout, cache), F.embedding_backward(dout, cache),
+    assert_allclose(K.embedding_backward_fast(dout, cache), F.embedding_backward(dout, cache),
                     rtol=1e-13, atol=1e-13)
 
 
@@ -344,13 +343,13 @@ def test_cross_entropy_fast_is_identical_to_plain(threads, dtype):
     targets = RNG.integers(0, 301, (3, 200))
     targets[0, :50] = -100                              # ignored targets
     loss, cache = F.cross_entropy_forward(logits, targets)
-    loss_fast, cache_fast = F.cross_entropy_forward_fast(logits, targets)
+    loss_fast, cache_fast = K.cross_entropy_forward_fast(logits, targets)
     assert loss_fast == loss and loss_fast.dtype == dtype
-    assert_array_equal(cache_fast.probs, cache.probs)
-    assert_array_equal(F.cross_entropy_backward_fast(0.7, cache_fast),
+    assert_array_equal(cache_fast.log_softmax.probs, cache.log_softmax.probs)
+    assert_array_equal(K.cross_entropy_backward_fast(0.7, cache_fast),
                        F.cross_entropy_backward(0.7, cache))
     with pytest.raises(ValueError, match="targets must be in"):
-        F.cross_entropy_forward_fast(logits, np.full((3, 200), 301))
+        K.cross_entropy_forward_fast(logits, np.full((3, 200), 301))
 
 
 def test_default_block_sizes(monkeypatch):
@@ -358,14 +357,14 @@ def test_default_block_sizes(monkeypatch):
     monkeypatch.undo()                                  # the module's own BLOCKs
     n = 5 * activations.BLOCK // 2
     x = randn(n // 256, 256, dtype=np.float32)
-    y, cache = F.gelu_forward_fast(x, "tanh")
-    assert cache.s is None                              # the fast path ran
+    y, cache = K.gelu_forward_fast(x, "tanh")
+    assert cache.x is x and cache.approximate == "tanh"  # only x is kept
     assert_allclose(y, F.gelu_forward(x, "tanh")[0], rtol=2e-6, atol=1e-6)
     C = 384
     x = randn(5 * layernorm.BLOCK // (2 * C), C, dtype=np.float32)
     g, b = randn(C, dtype=np.float32), randn(C, dtype=np.float32)
-    assert_allclose(F.layernorm_forward_fast(x, g, b)[0], F.layernorm_forward(x, g, b)[0],
+    assert_allclose(K.layernorm_forward_fast(x, g, b)[0], F.layernorm_forward(x, g, b)[0],
                     rtol=1e-5, atol=1e-5)
     logits = randn(5 * losses.BLOCK // (2 * 300), 300, dtype=np.float32)
     t = RNG.integers(0, 300, logits.shape[0])
-    assert F.cross_entropy_forward_fast(logits, t)[0] == F.cross_entropy_forward(logits, t)[0]
+    assert K.cross_entropy_forward_fast(logits, t)[0] == F.cross_entropy_forward(logits, t)[0]

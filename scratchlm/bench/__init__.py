@@ -20,7 +20,7 @@ attention; the ratio is taken against the faster of the two. Its optimizer is
 
 MFU (model FLOPs utilisation) divides the model's matmul FLOPs per second by
 the sgemm peak measured in the same run (a 2048^3 float32 matrix product, the
-best of several, through NumPy and through ``backend.matmul``: MKL's, where
+best of several, through NumPy and through the engine's ``matmul``: MKL's, where
 the ``mkl`` extra is installed; the report names the BLAS in use). A shared
 host's speed drifts within a run, so each measurement process also measures
 that peak just before its own steps, and MFU* divides by it (the median over
@@ -29,8 +29,11 @@ dense formulation, the attention included, as PaLM's ``6N + 12 L H D T`` per
 token does for training (2N + 4 L C T for a forward pass). Nothing here
 asserts a speed: benchmarks measure.
 
-torch and transformers are imported only inside the measurement processes
-that ask for them; ``import scratchlm.bench`` needs NumPy alone.
+The PyTorch reference models live in ``scratchlm/bench/torch_reference.py``,
+imported (with torch and transformers) only inside the measurement processes
+that ask for them; ``import scratchlm.bench`` needs NumPy alone. Each
+measurement process is ``python -m scratchlm.bench SPEC RESULT``
+(``scratchlm/bench/__main__.py``).
 """
 
 from __future__ import annotations
@@ -114,12 +117,12 @@ def sgemm_peak(n: int = 2048, repeats: int = 8) -> float:
 
     Measured three ways, the best kept: NumPy's one call on the BLAS's own
     threads; the rows split over the fast path's threads, each calling a
-    single-threaded NumPy BLAS; and ``backend.matmul``, the product that the
+    single-threaded NumPy BLAS; and ``kernels.cpu.matmul``, the product that the
     fast path's linear layers use (MKL's where it is installed).
     """
     import numpy as np  # noqa: PLC0415
 
-    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm.kernels.cpu import matmul, parallel_for  # noqa: PLC0415
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -129,8 +132,8 @@ def sgemm_peak(n: int = 2048, repeats: int = 8) -> float:
     def rows(lo, hi):
         np.matmul(a[lo:hi], b, out=out[lo:hi])
 
-    split = _timed(lambda: backend.parallel_for(n, rows, 64), 2, repeats)
-    fast = _timed(lambda: backend.matmul(a, b, out=out), 2, repeats)
+    split = _timed(lambda: parallel_for(n, rows, 64), 2, repeats)
+    fast = _timed(lambda: matmul(a, b, out=out), 2, repeats)
     return 2 * n ** 3 / min(own + split + fast) / 1e9
 
 
@@ -230,201 +233,6 @@ def _scratchlm_bert(c: dict, spec: dict) -> dict:
     return out
 
 
-# --- the PyTorch side ----------------------------------------------------------------
-
-def _torch_gpt_class():
-    """A GPT-2 in PyTorch with scratchlm's parameter names and (in, out) weight layout."""
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as TF  # noqa: PLC0415
-
-    class Block(torch.nn.Module):
-        def __init__(self, C, H, attention):
-            super().__init__()
-            self.H, self.attention = H, attention
-            self.ln_1 = torch.nn.LayerNorm(C)
-            self.ln_2 = torch.nn.LayerNorm(C)
-            self.c_attn_w = torch.nn.Parameter(torch.empty(C, 3 * C))
-            self.c_attn_b = torch.nn.Parameter(torch.empty(3 * C))
-            self.c_proj_w = torch.nn.Parameter(torch.empty(C, C))
-            self.c_proj_b = torch.nn.Parameter(torch.empty(C))
-            self.fc_w = torch.nn.Parameter(torch.empty(C, 4 * C))
-            self.fc_b = torch.nn.Parameter(torch.empty(4 * C))
-            self.proj_w = torch.nn.Parameter(torch.empty(4 * C, C))
-            self.proj_b = torch.nn.Parameter(torch.empty(C))
-
-        def attend(self, x, cache, past):
-            B, T, C = x.shape
-            H, D = self.H, C // self.H
-            qkv = torch.addmm(self.c_attn_b, x.reshape(-1, C), self.c_attn_w)
-            q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
-            if cache is not None:                       # decoding: append to the buffers
-                cache[0][:, :, past:past + T] = k
-                cache[1][:, :, past:past + T] = v
-                k, v = cache[0][:, :, :past + T], cache[1][:, :, :past + T]
-            causal = T > 1
-            if self.attention == "sdpa":
-                a = TF.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            else:
-                s = (q @ k.transpose(-1, -2)) * (1.0 / D ** 0.5)
-                if causal:
-                    keep = torch.ones(T, k.shape[2], dtype=torch.bool,
-                                      device=q.device).tril(k.shape[2] - T)
-                    s = s.masked_fill(~keep, float("-inf"))
-                a = torch.softmax(s, dim=-1) @ v
-            a = a.transpose(1, 2).reshape(-1, C)
-            return torch.addmm(self.c_proj_b, a, self.c_proj_w).view(B, T, C)
-
-        def forward(self, x, cache=None, past=0):
-            x = x + self.attend(self.ln_1(x), cache, past)
-            B, T, C = x.shape
-            h = torch.addmm(self.fc_b, self.ln_2(x).reshape(-1, C), self.fc_w)
-            h = TF.gelu(h, approximate="tanh")
-            return x + torch.addmm(self.proj_b, h, self.proj_w).view(B, T, C)
-
-    class TorchGPT(torch.nn.Module):
-        def __init__(self, c, attention):
-            super().__init__()
-            C = c["n_embd"]
-            self.wte = torch.nn.Embedding(c["vocab_size"], C)
-            self.wpe = torch.nn.Embedding(c.get("n_positions", N_POSITIONS), C)
-            self.h = torch.nn.ModuleList(Block(C, c["n_head"], attention)
-                                         for _ in range(c["n_layer"]))
-            self.ln_f = torch.nn.LayerNorm(C)
-
-        def forward(self, ids, caches=None, past=0):
-            T = ids.shape[1]
-            x = self.wte(ids) + self.wpe(torch.arange(past, past + T, device=ids.device))
-            for i, block in enumerate(self.h):
-                x = block(x, None if caches is None else caches[i], past)
-            return self.ln_f(x) @ self.wte.weight.T
-
-    return TorchGPT
-
-
-# our names -> the TorchGPT names above
-_TORCH_NAMES = {"attn.c_attn.weight": "c_attn_w", "attn.c_attn.bias": "c_attn_b",
-                "attn.c_proj.weight": "c_proj_w", "attn.c_proj.bias": "c_proj_b",
-                "mlp.c_fc.weight": "fc_w", "mlp.c_fc.bias": "fc_b",
-                "mlp.c_proj.weight": "proj_w", "mlp.c_proj.bias": "proj_b"}
-
-
-def torch_greedy_cached(torch, model, prompt, c: dict, n: int):
-    """Greedy decoding of n tokens with the TorchGPT above and its KV cache buffers
-    (on the prompt's device): the prompt followed by the new tokens."""
-    D = c["n_embd"] // c["n_head"]
-    shape = (prompt.shape[0], c["n_head"], prompt.shape[1] + n, D)
-    caches = [(torch.empty(shape, device=prompt.device), torch.empty(shape, device=prompt.device))
-              for _ in range(c["n_layer"])]
-    tokens, step, past = [prompt], prompt, 0
-    for _ in range(n):
-        logits = model(step, caches, past)
-        past += step.shape[1]
-        step = logits[:, -1].argmax(-1, keepdim=True)
-        tokens.append(step)
-    return torch.cat(tokens, 1)
-
-
-def _torch_optimizer(torch, params, weight_decay):
-    try:
-        return torch.optim.AdamW(params, lr=1e-4, weight_decay=weight_decay, fused=True), "fused"
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.AdamW(params, lr=1e-4, weight_decay=weight_decay,
-                                 foreach=True), "foreach"
-
-
-def _torch_gpt(c: dict, spec: dict) -> dict:
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as TF  # noqa: PLC0415
-
-    from scratchlm.models import GPT  # noqa: PLC0415
-
-    torch.set_num_threads(spec["threads"])
-    ids = torch.from_numpy(_batch(c))
-    base = _rss_kb()
-    ours = GPT(_gpt_config(c), seed=0)                   # the same weights
-    state = {}
-    for name, array in ours.state_dict().items():
-        for a, b in _TORCH_NAMES.items():
-            name = name.replace(a, b)
-        state[name] = torch.from_numpy(array.copy())
-    del ours
-    model = _torch_gpt_class()(c, spec["attention"])
-    model.load_state_dict(state)
-    del state
-    _trim()
-    opt, kind = _torch_optimizer(torch, model.parameters(), 0.1)
-    V = c["vocab_size"]
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        logits = model(ids)
-        loss = TF.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
-        loss.backward()
-        opt.step()
-
-    out = {"train": _timed(train_step, spec["warmup"], spec["steps"]), "optimizer": kind}
-    out["peak_mb"] = (_peak_kb() - base) / 1024
-    opt = None                                          # frees the moments before the forward pass
-    for p in model.parameters():
-        p.grad = None
-    model.eval()
-    with torch.inference_mode():
-        out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
-        if spec.get("generate"):
-            prompt = torch.from_numpy(_batch(c, 1)[:1, :PROMPT_LEN])
-
-            def cached(n=NEW_TOKENS):
-                return torch_greedy_cached(torch, model, prompt, c, n)
-
-            def uncached(n=NEW_TOKENS):
-                tokens = prompt
-                for _ in range(n):
-                    nxt = model(tokens)[:, -1].argmax(-1, keepdim=True)
-                    tokens = torch.cat([tokens, nxt], 1)
-                return tokens
-
-            out["generate_cached"] = _timed(cached, 0, spec["gen_runs"])
-            out["generate_uncached"] = _timed(uncached, 0, spec["gen_runs"])
-            out["tokens_sample"] = np.asarray(cached(8))[0].tolist()
-    return out
-
-
-def _torch_bert(c: dict, spec: dict) -> dict:
-
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-    import transformers  # noqa: PLC0415
-
-    from scratchlm.models import BertModel  # noqa: PLC0415
-
-    torch.set_num_threads(spec["threads"])
-    ids = torch.from_numpy(_batch(c))
-    g = torch.from_numpy(np.random.default_rng(2).standard_normal(
-        (c["batch"], c["context"], c["n_embd"])).astype(np.float32))
-    base = _rss_kb()
-    with tempfile.TemporaryDirectory() as tmp:
-        BertModel(_bert_config(c), seed=0).save_pretrained(tmp)   # the same weights
-        _trim()
-        impl = "sdpa" if spec["attention"] == "sdpa" else "eager"
-        model = transformers.BertModel.from_pretrained(tmp, attn_implementation=impl)
-    model.train()
-    _trim()
-    opt, kind = _torch_optimizer(torch, model.parameters(), 0.01)
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        (model(ids).last_hidden_state * g).sum().backward()
-        opt.step()
-
-    out = {"train": _timed(train_step, spec["warmup"], spec["steps"]), "optimizer": kind}
-    out["peak_mb"] = (_peak_kb() - base) / 1024
-    model.eval()
-    with torch.inference_mode():
-        out["forward"] = _timed(lambda: model(ids), 1, spec["steps"])
-    return out
-
-
 def run_worker(spec: dict) -> dict:
     """One measurement process: ``spec`` names the framework, model and repetitions."""
     c = BERT_BASE if spec["config"] == "bert-base" else CONFIGS[spec["config"]]
@@ -436,7 +244,10 @@ def run_worker(spec: dict) -> dict:
         if spec["framework"] == "scratchlm":
             out = (_scratchlm_bert if spec["config"] == "bert-base" else _scratchlm_gpt)(c, spec)
         else:
-            out = (_torch_bert if spec["config"] == "bert-base" else _torch_gpt)(c, spec)
+            from scratchlm.bench import torch_reference  # noqa: PLC0415  (imports torch)
+            measure = (torch_reference.measure_bert if spec["config"] == "bert-base"
+                       else torch_reference.measure_gpt)
+            out = measure(c, spec)
         out["sgemm_gflops"] = peak
     out["wall_s"] = time.perf_counter() - t0
     return out
@@ -453,7 +264,7 @@ def _spawn(spec: dict, threads: int, env_extra: dict | None = None) -> dict:
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     if spec["framework"] == "torch":
         # Never MKL's library beside PyTorch's own MKL: with it loaded (by sgemm_peak's
-        # backend.matmul), PyTorch's training step at GPT small ran 30% slower.
+        # kernels.cpu.matmul), PyTorch's training step at GPT small ran 30% slower.
         env["SCRATCHLM_BLAS"] = "numpy"
     env.update(env_extra or {})
     with tempfile.TemporaryDirectory() as tmp:
@@ -569,8 +380,8 @@ def _machine(threads: int) -> dict:
                                                          "architecture")}
     except ImportError:
         pass
-    from scratchlm import _mkl  # noqa: PLC0415
-    info["mkl"] = _mkl.version()        # the linear layers' products, where installed
+    from scratchlm.kernels.cpu import mkl  # noqa: PLC0415
+    info["mkl"] = mkl.version()        # the linear layers' products, where installed
     try:
         import torch  # noqa: PLC0415
         info["torch"] = torch.__version__
@@ -634,14 +445,14 @@ def profile_step(config: str = "small", steps: int = 3, warmup: int = 1,
     """
     import numpy as np  # noqa: PLC0415
 
-    from scratchlm import backend  # noqa: PLC0415
     from scratchlm import functional as F  # noqa: PLC0415
+    from scratchlm.kernels import get_kernels, use_kernels  # noqa: PLC0415
     from scratchlm.optim import AdamW  # noqa: PLC0415
 
     c = CONFIGS[config]
-    before = getattr(backend, "_fast_path", None)
+    before = get_kernels()
     if fast is not None:
-        backend.set_fast_path(fast)
+        use_kernels("fast" if fast else "textbook")
     totals: dict = {}
 
     def wrap(name, fn):
@@ -671,13 +482,12 @@ def profile_step(config: str = "small", steps: int = 3, warmup: int = 1,
         for n, fn in originals.items():
             setattr(F, n, fn)
         AdamW.step, AdamW.zero_grad = step_orig, zero_orig
-        if before is not None:
-            backend._fast_path = before
+        use_kernels(before)
     total = sum(seconds) / steps * 1e3
     ops = {n: t / steps * 1e3 for n, t in totals.items()}
     ops["(other)"] = total - sum(ops.values())
     ops = dict(sorted(ops.items(), key=lambda kv: -kv[1]))
-    fast = before if fast is None else fast
+    fast = before == "fast" if fast is None else fast
     return {"config": config, "fast_path": bool(fast),
             "step_ms": total, "step_ms_runs": [s * 1e3 for s in seconds],
             "tokens_per_s": c["batch"] * c["context"] / float(np.median(seconds)), "ops_ms": ops}
@@ -747,17 +557,3 @@ def format_memory(rows: list, config: str = "small") -> str:
                      f"{p['seconds']:8.2f} {b['seconds']:12.2f} "
                      f"{str(abs(p['loss'] - b['loss']) < 1e-4):>10}")
     return "\n".join(lines)
-
-
-def _main(argv):
-    spec, result_path = json.loads(argv[0]), argv[1]
-    if spec["framework"] == "memory":
-        out = memory_point(spec["T"], spec["attention"], spec["config"])
-    else:
-        out = run_worker(spec)
-    with open(result_path, "w") as f:
-        json.dump(out, f)
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
