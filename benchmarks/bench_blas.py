@@ -6,7 +6,7 @@
 For each config and round, two fresh measurement processes of scratchlm's
 training step and forward pass (the workers of ``scratchlm bench``), one
 with ``SCRATCHLM_BLAS=numpy`` (the linear layers' products by NumPy's
-OpenBLAS on its own threads) and one with MKL (``backend.matmul``: blocks
+OpenBLAS on its own threads) and one with MKL (``kernels.cpu.matmul``: blocks
 of rows over scratchlm's threads, one sequential MKL call each), in
 alternating order, so that a host whose speed drifts treats both alike.
 Prints medians [min-max] of tokens/s and the ratio MKL / NumPy. Needs the
@@ -21,8 +21,8 @@ import os
 import statistics
 import sys
 
-from scratchlm import _mkl
 from scratchlm import bench
+from scratchlm.kernels.cpu import mkl as _mkl
 
 
 def measure(config: str, blas: str, threads: int, steps: int) -> dict:

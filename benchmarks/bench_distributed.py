@@ -74,7 +74,9 @@ def worker(args):
     import numpy as np  # noqa: PLC0415
 
     from scratchlm.data import CausalLMBatches  # noqa: PLC0415
-    from scratchlm.distributed import ShardedBatches, init_distributed  # noqa: PLC0415
+    from scratchlm.distributed import (  # noqa: PLC0415
+        DataParallel, ShardedBatches, init_distributed,
+    )
     from scratchlm.models import GPT, GPTConfig  # noqa: PLC0415
     from scratchlm.train import Trainer, TrainingArguments  # noqa: PLC0415
 
@@ -91,10 +93,8 @@ def worker(args):
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(out_dir=out, max_steps=10**6, warmup_steps=1,
                                   learning_rate=1e-4, progress=False)
-        trainer = Trainer(model, targs, train, dist=dist)
-        if args.no_overlap:
-            trainer.reducer.close()
-            trainer.reducer = dist.gradient_reducer(model, overlap=False)
+        trainer = Trainer(model, targs, train,
+                          parallel=DataParallel(dist, overlap=not args.no_overlap))
         for _ in range(args.warmup):
             trainer.train_step()
         step_s, wait_s = [], []
@@ -103,9 +103,9 @@ def worker(args):
             t0 = time.perf_counter()
             trainer.train_step()
             step_s.append(time.perf_counter() - t0)
-            wait_s.append(trainer.reducer.last_wait_s)
+            wait_s.append(trainer.parallel.reducer.last_wait_s)
         # The same bytes all-reduced alone (no compute to wait for): what the link gives.
-        flat = np.ones(trainer.reducer.flat.size, dtype=np.float32)
+        flat = np.ones(trainer.parallel.reducer.flat.size, dtype=np.float32)
         alone = []
         for _ in range(5):
             dist.barrier()
@@ -121,7 +121,7 @@ def worker(args):
             "batch_per_rank": batch, "context": cfg.n_positions,
             "step_s": step, "steps_s": step_s, "wait_s": statistics.median(wait_s),
             "tokens_per_s": batch * cfg.n_positions * dist.world_size / step,
-            "allreduce_bytes": trainer.reducer.nbytes, "buckets": len(trainer.reducer.buckets),
+            "allreduce_bytes": trainer.parallel.reducer.nbytes, "buckets": len(trainer.parallel.reducer.buckets),
             "allreduce_alone_s": statistics.median(alone)}))
 
 

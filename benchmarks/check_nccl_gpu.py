@@ -38,12 +38,11 @@ def train(dist, batch, out):
     batches = CausalLMBatches(tokens, BLOCK, batch * world, seed=0)
     if dist is not None:
         batches = distributed.ShardedBatches(batches, dist.rank, world)
-    trainer = Trainer(model, args, batches, [], dist=dist)
-    if dist is not None:                          # several buckets, as in a larger model
-        trainer.reducer.close()
-        trainer.reducer = dist.gradient_reducer(model, bucket_mb=0.05)
+    trainer = Trainer(model, args, batches, [],             # several buckets, as in a larger
+                      parallel=None if dist is None           # model
+                      else distributed.DataParallel(dist, bucket_mb=0.05))
     losses = [trainer.train_step()["loss"] for _ in range(STEPS)]
-    buckets = 0 if dist is None else len(trainer.reducer.buckets)
+    buckets = 0 if dist is None else len(trainer.parallel.reducer.buckets)
     return losses, backend.to_numpy(model.state_dict()), buckets
 
 

@@ -704,7 +704,8 @@ class DataParallel:
         before_last_backward()      the step's last micro-batch: buckets start during backward
         average_gradients(step)     after it: every .grad <- (1/N) sum_r g_r
         average_loss(loss, tokens)  the logged loss: the mean over ranks; tokens: the sum
-        average_evaluation(...)     the evaluation's loss (mean) and metric sums (sums)
+        average_evaluation(...)     the evaluation loss: the mean; metric sums and counts:
+                                    the sums (each rank evaluated its shard)
         gather_rng_states(...)      before a checkpoint: the weights agree; every rank's
                                     dropout state, for rank 0 to save
         after_save(step)            rank 0 has written the checkpoint; the others wait here
@@ -766,7 +767,7 @@ class DataParallel:
         return self.comm.allgather_object(rng_state, "dropout states")
 
     def after_save(self, step):
-        """Rank 0 has written the checkpoint of ``step``; the other ranks waited for it."""
+        """Every rank waits here until rank 0 has written the checkpoint of ``step``."""
         self.comm.barrier(f"checkpoint of step {step}")
 
     def check_resume(self, directory, state):

@@ -8,6 +8,17 @@ and never subnormal. Where a test needs random numbers beyond the drawn
 arrays (an upstream gradient, a dropout mask) it draws a seed, so hypothesis
 can replay and shrink the whole case.
 
+The draws are meant to exercise the math, not its degenerate corners: the
+axis an op works along (LayerNorm's features, softmax's axis, the classes of
+cross-entropy, attention's keys, a linear layer's inputs and outputs) has at
+least two entries; an embedding case has at least two ids, one of them
+repeated; every element of an array is drawn on its own, so arrays of two or
+more elements are seldom constant. The degenerate cases (one feature, one
+key, one class, a single id, a 0-d or constant array) are the tests' explicit
+``@example``s, or tests of their own. ``benchmarks/strategy_shares.py``
+measures how often each strategy still draws a trivial case, and
+``tests/test_strategies.py`` keeps those shares low.
+
 The module ends with the gradient assertion that every backward test uses.
 """
 
@@ -37,36 +48,64 @@ def floats(bound=3.0):
 
 
 def arrays(shape, bound=3.0):
-    """A float64 array of the given shape with elements from ``floats(bound)``."""
-    return hnp.arrays(np.float64, tuple(shape), elements=floats(bound))
+    """A float64 array of the given shape with elements from ``floats(bound)``.
+
+    Each element is drawn on its own (no shared fill value), so an array of
+    two or more elements is seldom constant.
+    """
+    return hnp.arrays(np.float64, tuple(shape), elements=floats(bound), fill=st.nothing())
+
+
+def bool_arrays(shape, p_true=0.75):
+    """A boolean array, each element True with probability about ``p_true``, drawn on its own."""
+    quarters = round(4 * p_true)
+    return hnp.arrays(np.bool_, tuple(shape), fill=st.nothing(),
+                      elements=st.integers(0, 3).map(lambda i: i < quarters))
+
+
+def sometimes(p=0.25):
+    """True with probability about p (in quarters), for rare branches of a case."""
+    return st.integers(0, 3).map(lambda i: i < round(4 * p))
 
 
 @st.composite
 def sides(draw, n, budget=BUDGET, min_side=1):
-    """``n`` sides, each in [min_side, MAX_SIDE], whose product is at most ``budget``."""
-    out, room = [], budget
-    for i in range(n):
-        rest = min_side ** (n - i - 1)                  # what the later sides need at least
-        hi = max(min_side, min(MAX_SIDE, room // rest))
-        side = draw(st.integers(min_side, hi))
-        out.append(side)
-        room = max(1, room // side)
+    """``n`` sides, each in [min_side, MAX_SIDE], whose product is at most ``budget``.
+
+    Every side is drawn in the full range; while the product is over the
+    budget the largest side is cut by one, so no side is left with nothing
+    because the sides before it used up the budget.
+    """
+    out = [draw(st.integers(min_side, MAX_SIDE)) for _ in range(n)]
+    while int(np.prod(out)) > budget and max(out) > min_side:
+        out[out.index(max(out))] -= 1
     return tuple(out)
 
 
 @st.composite
-def shapes(draw, min_dims=0, max_dims=3, budget=BUDGET):
-    """A shape of ``min_dims`` to ``max_dims`` sides in 1..6 (at most ``budget`` elements)."""
+def shapes(draw, min_dims=0, max_dims=3, budget=BUDGET, min_side=1):
+    """A shape of ``min_dims`` to ``max_dims`` sides in min_side..6 (at most ``budget`` elements)."""
     ndim = draw(st.integers(min_dims, max_dims))
-    return draw(sides(ndim, budget))
+    return draw(sides(ndim, budget, min_side))
+
+
+@st.composite
+def shape_with_axis(draw, min_dims=1, max_dims=3, budget=BUDGET, lead_min_side=1):
+    """(shape, axis): 1 to 3 sides, the one at ``axis`` (negative, from the end) at least 2."""
+    ndim = draw(st.integers(min_dims, max_dims))
+    axis = draw(st.integers(-ndim, -1))
+    shape = list(draw(sides(ndim, budget // 2, lead_min_side)))
+    shape[axis] = draw(st.integers(2, min(MAX_SIDE, budget // max(1, int(np.prod(shape))
+                                                                 // shape[axis]))))
+    return tuple(shape), axis
 
 
 # --- one strategy per op family ------------------------------------------------
 
 @st.composite
 def linear_case(draw):
-    """x (*lead, C_in), W (C_in, C_out), b (C_out,) or None; lead has 0 to 2 sides."""
-    C_in, C_out = draw(sides(2, 36))
+    """x (*lead, C_in), W (C_in, C_out), b (C_out,) or None; lead has 0 to 2 sides; C_in, C_out >= 2."""
+    C_in, C_out = draw(sides(2, 36, min_side=2))
     lead = draw(shapes(0, 2, budget=max(1, BUDGET // max(C_in, C_out))))
     x = draw(arrays(lead + (C_in,)))
     W = draw(arrays((C_in, C_out)))
@@ -76,23 +115,23 @@ def linear_case(draw):
 
 @st.composite
 def embedding_case(draw):
-    """ids (*lead) in [0, V) with at least one id repeated (when there are two), W (V, C)."""
-    V, C = draw(sides(2, 36))
-    lead = draw(shapes(0, 2, budget=24))
-    ids = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1)))
-    if ids.size >= 2:                                   # force a duplicate: the scatter-add case
-        flat = ids.reshape(-1)
-        i, j = draw(st.lists(st.integers(0, ids.size - 1), min_size=2, max_size=2,
-                             unique=True))
-        flat[j] = flat[i]
+    """ids (*lead) in [0, V), at least two and one of them repeated, W (V, C), V, C >= 2."""
+    V, C = draw(sides(2, 36, min_side=2))
+    lead = draw(sides(draw(st.integers(1, 2)), 24))
+    if int(np.prod(lead)) < 2:                          # at least two ids: room for a repeat
+        lead = (2,) + lead[1:]
+    ids = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1), fill=st.nothing()))
+    flat = ids.reshape(-1)                              # force a duplicate: the scatter-add case
+    i, j = draw(st.lists(st.integers(0, ids.size - 1), min_size=2, max_size=2, unique=True))
+    flat[j] = flat[i]
     W = draw(arrays((V, C)))
     return ids, W, draw(seeds)
 
 
 @st.composite
 def layernorm_case(draw):
-    """x (*lead, C), gamma (C,), beta (C,); lead has 0 to 2 sides."""
-    C = draw(st.integers(1, MAX_SIDE))
+    """x (*lead, C), gamma (C,), beta (C,); lead has 0 to 2 sides; C >= 2."""
+    C = draw(st.integers(2, MAX_SIDE))
     lead = draw(shapes(0, 2, budget=BUDGET // C))
     x = draw(arrays(lead + (C,)))
     gamma, beta = draw(arrays((C,))), draw(arrays((C,)))
@@ -101,21 +140,31 @@ def layernorm_case(draw):
 
 @st.composite
 def elementwise_case(draw, bound=3.0, min_dims=0):
-    """x of any shape with 0 to 3 sides (a 0-d array too), for element-wise ops."""
-    x = draw(arrays(draw(shapes(min_dims, 3)), bound))
+    """x with 1 to 3 sides and at least two elements, for element-wise ops.
+
+    ``min_dims`` is kept for the callers: a 0-d array (and a single element)
+    is an explicit example of the tests, not a draw.
+    """
+    ndim = draw(st.integers(max(1, min_dims), 3))
+    shape = draw(sides(ndim))
+    if int(np.prod(shape)) < 2:
+        shape = (2,) + shape[1:]
+    x = draw(arrays(shape, bound))
     return x, draw(seeds)
 
 
 @st.composite
 def softmax_case(draw, bound=20.0, offset=0.0):
-    """x with 1 to 3 sides and an axis; ``offset`` adds a drawn per-slice shift up to +-offset.
+    """x with 1 to 3 sides and an axis of length >= 2; ``offset`` adds a drawn per-slice shift.
 
     With a large offset the values are large (up to +-1e3) while the
     differences along the axis stay moderate: exp() would overflow without
     the max subtraction, and the result is the same as without the shift.
+    The axis is negative or positive (both forms are accepted by the ops).
     """
-    shape = draw(shapes(1, 3))
-    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    shape, axis = draw(shape_with_axis())
+    if draw(st.booleans()):
+        axis += len(shape)                              # the same axis, counted from the front
     x = draw(arrays(shape, bound))
     if offset:
         shift_shape = list(shape)
@@ -126,17 +175,20 @@ def softmax_case(draw, bound=20.0, offset=0.0):
 
 @st.composite
 def cross_entropy_case(draw, bound=20.0, offset=0.0):
-    """logits (*lead, V), targets (*lead) in [0, V) with some set to ignore_index=-100.
+    """logits (*lead, V), V >= 2, targets (*lead) in [0, V) with some set to ignore_index=-100.
 
-    Any subset may be ignored, all of them included. ``offset`` as in softmax_case.
+    Each target is ignored with probability about 1/4, so a case with every
+    target ignored is rare (a test of its own covers it). ``offset`` as in
+    softmax_case.
     """
-    V = draw(st.integers(1, MAX_SIDE))
+    V = draw(st.integers(2, MAX_SIDE))
     lead = draw(shapes(0, 2, budget=BUDGET // V))
     logits = draw(arrays(lead + (V,), bound))
     if offset:
         logits = logits + draw(arrays(lead + (1,), offset))
-    targets = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1)))
-    ignored = draw(hnp.arrays(np.bool_, lead))
+    targets = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1),
+                              fill=st.nothing()))
+    ignored = draw(bool_arrays(lead, p_true=0.25))
     targets = np.where(ignored, -100, targets)
     return logits, targets, draw(seeds)
 
@@ -148,40 +200,41 @@ MASK_KINDS = ("none", "bool_2d", "bool_4d", "int01_2d", "int01_4d", "additive")
 def attention_case(draw, mask_kind="none", causal=None, budget=BUDGET):
     """q (B, H, Tq, D), k and v (B, H, Tk, D), a mask of the given kind, causal or not.
 
-    mask kinds: "none"; "bool_2d" / "int01_2d", a (B, Tk) key-padding mask;
-    "bool_4d" / "int01_4d", a mask of shape (B or 1, H or 1, Tq or 1, Tk);
-    "additive", a float (B or 1, H or 1, Tq, Tk) mask of 0, -inf and negative
-    values. Fully masked rows are drawn on purpose, often: one mask row is
-    cleared (or set to -inf) when the drawn flag says so. With causal=True,
-    Tq <= Tk (the queries are the last Tq positions, as with a KV cache).
+    Tk >= 2 (one key makes the softmax 1 and dq, dk zero: an explicit example
+    of the tests). mask kinds: "none"; "bool_2d" / "int01_2d", a (B, Tk)
+    key-padding mask; "bool_4d" / "int01_4d", a mask of shape (B or 1, H or 1,
+    Tq or 1, Tk); "additive", a float (B or 1, H or 1, Tq, Tk) mask of 0,
+    -inf and negative values. A mask keeps each key with probability about
+    3/4; in about a quarter of the cases one mask row is cleared (or set to
+    -inf) on purpose, a fully masked row. With causal=True, Tq <= Tk (the
+    queries are the last Tq positions, as with a KV cache).
     """
     if causal is None:
         causal = draw(st.booleans())
-    B, H, D, Tk = draw(sides(4, budget))
+    Tk = draw(st.integers(2, MAX_SIDE))
     Tq = draw(st.integers(1, Tk if causal else MAX_SIDE))
-    if B * H * Tq * D > budget:                         # keep q within the budget too
-        Tq = max(1, budget // (B * H * D))
-        if causal:
-            Tq = min(Tq, Tk)
+    D = draw(st.integers(1, min(MAX_SIDE, budget // (2 * max(Tq, Tk)))))
+    B, H = draw(sides(2, max(1, budget // (max(Tq, Tk) * D))))
     q = draw(arrays((B, H, Tq, D)))
     k = draw(arrays((B, H, Tk, D)))
     v = draw(arrays((B, H, Tk, D)))
-    clear_row = draw(st.booleans())
+    clear_row = draw(sometimes(0.25))
     mask = None
     if mask_kind in ("bool_2d", "int01_2d"):
-        mask = draw(hnp.arrays(np.bool_, (B, Tk)))
+        mask = draw(bool_arrays((B, Tk)))
         if clear_row:
             mask[draw(st.integers(0, B - 1))] = False
     elif mask_kind in ("bool_4d", "int01_4d"):
         shape = (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])),
                  draw(st.sampled_from([Tq, 1])), Tk)
-        mask = draw(hnp.arrays(np.bool_, shape))
+        mask = draw(bool_arrays(shape))
         if clear_row:
             mask[tuple(draw(st.integers(0, s - 1)) for s in shape[:3])] = False
     elif mask_kind == "additive":
         shape = (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])), Tq, Tk)
-        values = st.sampled_from([0.0, -np.inf]) | floats(3.0).map(lambda f: -abs(f))
-        mask = draw(hnp.arrays(np.float64, shape, elements=values))
+        values = (st.integers(0, 3).map(lambda i: -np.inf if i == 0 else 0.0)
+                  | floats(3.0).map(lambda f: -abs(f)))
+        mask = draw(hnp.arrays(np.float64, shape, elements=values, fill=st.nothing()))
         if clear_row:
             mask[tuple(draw(st.integers(0, s - 1)) for s in shape[:3])] = -np.inf
     elif mask_kind != "none":

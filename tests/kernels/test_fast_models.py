@@ -1,9 +1,11 @@
-"""Whole models: the fast CPU path and the blockwise attention equal the plain ops.
+"""Whole models: the fast kernels and the blockwise attention equal the textbook ops.
 
-The same model and batch run with ``backend.set_fast_path(False)`` (plain ops
-only), with the fast variants, and with the blockwise attention path; logits,
-loss and every parameter's gradient agree in float64. Flat AdamW equals the
-per-parameter AdamW element for element.
+The same model and batch run under ``use_kernels("textbook")``, under
+``"fast"``, and with the blockwise attention path; logits, loss and every
+parameter's gradient agree in float64. Every block size of the CPU engine is
+shrunk, so that these small models cross every block boundary (attention's
+query blocks included) with padding. Flat AdamW equals the per-parameter
+AdamW element for element.
 """
 
 import copy
@@ -12,9 +14,12 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from scratchlm import BertConfig, BertForSequenceClassification, GPT, GPTConfig, backend, optim
+import scratchlm
+from scratchlm import BertConfig, BertForSequenceClassification, GPT, GPTConfig
 from scratchlm import functional as F
-from scratchlm.functional import activations, layernorm, losses
+from scratchlm.kernels import cpu as K
+from scratchlm.kernels.cpu import activations, attention, layernorm, losses
+from scratchlm.kernels.cpu import optim as cpu_optim
 from scratchlm.nn import layers
 from scratchlm.nn.parameter import Parameter
 from scratchlm.optim import AdamW, param_groups_for_decay
@@ -23,18 +28,21 @@ from scratchlm.optim import AdamW, param_groups_for_decay
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Small blocks, so that these small models take the fast ops' blocked, threaded
-    paths (not their fallback for arrays under two blocks) and flat AdamW many blocks."""
-    for module in (activations, layernorm, losses):
+    paths (not their fallback for arrays under two blocks), attention several query
+    blocks (and head groups), and flat AdamW many blocks."""
+    for module in (activations, layernorm, losses, cpu_optim):
         monkeypatch.setattr(module, "BLOCK", 1 << 9)
-    monkeypatch.setattr(optim, "FLAT_BLOCK", 1 << 9)
+    monkeypatch.setattr(attention, "ROW_BLOCK", 8)
+    monkeypatch.setattr(attention, "GROUP_SCORES", 8 * 16)
+    monkeypatch.setattr(attention, "PER_HEAD_FROM", 16)
 
 
 @pytest.fixture
 def plain_path():
-    """Run the body with the plain ops only; restore the flag after."""
-    before = backend.fast_path()
-    yield lambda on: backend.set_fast_path(on)
-    backend.set_fast_path(before)
+    """``plain_path(True)``: the textbook ops; ``plain_path(False)``: the fast ones."""
+    before = scratchlm.get_kernels()
+    yield lambda plain: scratchlm.use_kernels("textbook" if plain else "fast")
+    scratchlm.use_kernels(before)
 
 
 def gpt64():
@@ -67,9 +75,9 @@ def test_gpt_fast_and_blockwise_equal_plain(plain_path, padded):
         mask = np.ones((3, 33), dtype=np.int64)
         mask[1, :7] = 0                                 # left padding
         batch["attention_mask"] = mask
-    plain_path(False)
-    plain = run(model, **batch)
     plain_path(True)
+    plain = run(model, **batch)
+    plain_path(False)
     fast = run(model, **batch)
     blockwise = run(model.set_attention("blockwise", block_size=5), **batch)
     model.set_attention("auto")
@@ -84,7 +92,7 @@ def test_auto_attention_turns_blockwise_past_the_threshold(monkeypatch):
     monkeypatch.setattr(layers, "BLOCKWISE_FROM", 16)
     model.set_attention("auto")
     model(input_ids=ids, labels=ids)
-    assert isinstance(model.h[0].attn._cache, F.BlockwiseAttentionCache)
+    assert isinstance(model.h[0].attn._cache, K.BlockwiseAttentionCache)
     model.backward()
     auto = run(model, input_ids=ids, labels=ids)
     assert_same_run(auto, plain)
@@ -116,14 +124,14 @@ def test_bert_fast_equals_plain_with_padding(plain_path):
     mask = np.ones((4, 30), dtype=np.int64)
     mask[2, 20:] = 0                                    # right padding
     batch = dict(input_ids=ids, attention_mask=mask, labels=np.array([0, 1, 1, 0]))
-    plain_path(False)
-    plain = run(model, **batch)
     plain_path(True)
+    plain = run(model, **batch)
+    plain_path(False)
     assert_same_run(run(model, **batch), plain)
     del batch["attention_mask"]                         # no mask: the fast attention itself
-    plain_path(False)
-    plain = run(model, **batch)
     plain_path(True)
+    plain = run(model, **batch)
+    plain_path(False)
     assert_same_run(run(model, **batch), plain)
 
 

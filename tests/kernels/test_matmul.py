@@ -1,6 +1,6 @@
-"""backend.matmul, the fast path's matrix product, and the MKL it uses where installed.
+"""blas.matmul, the fast path's matrix product, and the MKL it uses where installed.
 
-backend.matmul must equal NumPy's product (to rounding) for every shape and
+blas.matmul must equal NumPy's product (to rounding) for every shape and
 layout it is given, whether MKL computes it (in blocks over the threads) or
 NumPy does (MKL absent, a layout it does not take, a small product). The
 MKL tests skip where the ``mkl`` package is not installed.
@@ -16,7 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from scratchlm import _mkl, backend
+from scratchlm.kernels.cpu import blas
+from scratchlm.kernels.cpu import threads as cpu_threads
+from scratchlm.kernels.cpu import mkl as _mkl
 
 HAVE_MKL = _mkl.library() is not None
 needs_mkl = pytest.mark.skipif(not HAVE_MKL, reason="needs the mkl package (scratchlm[mkl])")
@@ -26,7 +28,7 @@ needs_mkl = pytest.mark.skipif(not HAVE_MKL, reason="needs the mkl package (scra
 def every_product(monkeypatch):
     """Send products of any size to MKL, so that small test arrays take its path and
     are cut over the threads as large ones are."""
-    monkeypatch.setattr(backend, "MATMUL_MKL_FROM", 1)
+    monkeypatch.setattr(blas, "MATMUL_MKL_FROM", 1)
 
 
 def operand(rng, shape, dtype, layout):
@@ -47,11 +49,11 @@ def test_matmul_equals_numpy(M, K, N, dtype, la, lb, seed):
     MKL taking every product (when installed) on 2 threads."""
     rng = np.random.default_rng(seed)
     a, b = operand(rng, (M, K), dtype, la), operand(rng, (K, N), dtype, lb)
-    before, backend.MATMUL_MKL_FROM = backend.MATMUL_MKL_FROM, 1
+    before, blas.MATMUL_MKL_FROM = blas.MATMUL_MKL_FROM, 1
     try:
-        got = backend.matmul(a, b)
+        got = blas.matmul(a, b)
     finally:
-        backend.MATMUL_MKL_FROM = before
+        blas.MATMUL_MKL_FROM = before
     assert got.dtype == dtype and got.shape == (M, N)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert_allclose(got, a @ b, rtol=tol, atol=tol * np.sqrt(K))
@@ -66,9 +68,9 @@ def test_matmul_over_threads_writes_out(threads, every_product, shape):
     a = rng.standard_normal((M, K)).astype(np.float32)
     b = rng.standard_normal((N, K)).astype(np.float32).T      # a transposed weight
     out = np.full((M, N), np.nan, dtype=np.float32)
-    assert backend.matmul(a, b, out=out) is out
+    assert blas.matmul(a, b, out=out) is out
     assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
-    assert_array_equal(backend.matmul(a, b), out)
+    assert_array_equal(blas.matmul(a, b), out)
 
 
 def test_matmul_falls_back_to_numpy_for_what_mkl_does_not_take(every_product):
@@ -86,7 +88,7 @@ def test_matmul_falls_back_to_numpy_for_what_mkl_does_not_take(every_product):
         if HAVE_MKL and out is None:
             probe = np.empty((x.shape[0], y.shape[1]), dtype=np.result_type(x, y))
             assert not _mkl.takes(x, y, probe)
-        got = backend.matmul(x, y, out=out)
+        got = blas.matmul(x, y, out=out)
         assert_allclose(got, np.matmul(x, y), rtol=1e-12, atol=1e-12)
         if out is not None:
             assert got is out
@@ -110,7 +112,7 @@ def test_mkl_is_sequential_and_reported():
 
 
 def test_blas_numpy_in_the_environment_leaves_mkl_alone():
-    code = "from scratchlm import _mkl; print(_mkl.library() is None, _mkl.version())"
+    code = "from scratchlm.kernels.cpu import mkl; print(mkl.library() is None, mkl.version())"
     env = dict(os.environ, SCRATCHLM_BLAS="numpy")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
@@ -125,7 +127,7 @@ def test_parallel_for_runs_every_blas_single_threaded_inside(monkeypatch):
     import scipy.linalg  # noqa: F401  (loads SciPy's own BLAS beside NumPy's)
     from threadpoolctl import threadpool_info
 
-    monkeypatch.setattr(backend, "_blas", None)     # look at the libraries loaded now
+    monkeypatch.setattr(cpu_threads, "_blas", None)     # look at the libraries loaded now
     before = {i["filepath"]: i["num_threads"] for i in threadpool_info()
               if i["user_api"] == "blas"}
     seen = []
@@ -134,20 +136,20 @@ def test_parallel_for_runs_every_blas_single_threaded_inside(monkeypatch):
         seen.append({i["filepath"]: i["num_threads"] for i in threadpool_info()
                      if i["user_api"] == "blas"})
 
-    threads = backend.num_threads()
-    backend.set_num_threads(2)
+    threads = cpu_threads.num_threads()
+    cpu_threads.set_num_threads(2)
     try:
-        backend.parallel_for(2, look)
+        cpu_threads.parallel_for(2, look)
         inside = seen[-1]
         assert set(inside) == set(before) and set(inside.values()) == {1}
         after = {i["filepath"]: i["num_threads"] for i in threadpool_info()
                  if i["user_api"] == "blas"}
         assert after == before
         if any(n != 1 for n in before.values()):
-            backend.parallel_for(2, look, blas_inside=False)
+            cpu_threads.parallel_for(2, look, blas_inside=False)
             assert seen[-1] == before
     finally:
-        backend.set_num_threads(threads)
+        cpu_threads.set_num_threads(threads)
 
 
 @needs_mkl
