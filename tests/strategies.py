@@ -90,14 +90,14 @@ def shapes(draw, min_dims=0, max_dims=3, budget=BUDGET, min_side=1):
 
 
 @st.composite
-def shape_with_axis(draw, min_dims=1, max_dims=3, budget=BUDGET, lead_min_side=1):
+def shape_with_axis(draw, min_dims=1, max_dims=3, budget=BUDGET):
     """(shape, axis): 1 to 3 sides, the one at ``axis`` (negative, from the end) at least 2."""
     ndim = draw(st.integers(min_dims, max_dims))
     axis = draw(st.integers(-ndim, -1))
-    shape = list(draw(sides(ndim, budget // 2, lead_min_side)))
-    shape[axis] = draw(st.integers(2, min(MAX_SIDE, budget // max(1, int(np.prod(shape))
-                                                                 // shape[axis]))))
-    return tuple(shape), axis
+    n = draw(st.integers(2, MAX_SIDE))
+    rest = list(draw(sides(ndim - 1, budget // n)))
+    rest.insert(ndim + axis, n)
+    return tuple(rest), axis
 
 
 # --- one strategy per op family ------------------------------------------------
@@ -213,7 +213,7 @@ def attention_case(draw, mask_kind="none", causal=None, budget=BUDGET):
         causal = draw(st.booleans())
     Tk = draw(st.integers(2, MAX_SIDE))
     Tq = draw(st.integers(1, Tk if causal else MAX_SIDE))
-    D = draw(st.integers(1, min(MAX_SIDE, budget // (2 * max(Tq, Tk)))))
+    D = draw(st.integers(1, max(1, min(MAX_SIDE, budget // (2 * max(Tq, Tk))))))
     B, H = draw(sides(2, max(1, budget // (max(Tq, Tk) * D))))
     q = draw(arrays((B, H, Tq, D)))
     k = draw(arrays((B, H, Tk, D)))

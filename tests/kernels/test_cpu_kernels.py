@@ -368,3 +368,87 @@ def test_default_block_sizes(monkeypatch):
     logits = randn(5 * losses.BLOCK // (2 * 300), 300, dtype=np.float32)
     t = RNG.integers(0, 300, logits.shape[0])
     assert K.cross_entropy_forward_fast(logits, t)[0] == F.cross_entropy_forward(logits, t)[0]
+
+
+# --- every mask kind, at sizes that cross every block boundary --------------------
+
+PAD_MASKS = ("none", "bool_2d", "int01_2d", "bool_4d", "additive_min", "additive_inf")
+
+
+def padding_mask(kind, side, B, H, Tq, Tk, dtype):
+    """A mask of the given kind over keys padded on the given side: sequence 0 two thirds
+    padding (so whole query blocks see only padding), sequence 1 all padding (every row
+    fully masked) where B > 2, the rest none. additive_min is what GPT builds from an
+    attention_mask: padded rows then attend uniformly to all their keys, future ones too."""
+    keep = np.ones((B, Tk), dtype=bool)
+    if side == "left":
+        keep[0, :2 * Tk // 3] = False
+    elif side == "right":
+        keep[0, Tk // 3:] = False
+    if B > 2:
+        keep[1] = False
+    if kind == "none":
+        return None
+    if kind == "bool_2d":
+        return keep
+    if kind == "int01_2d":
+        return keep.astype(np.int64)
+    if kind == "bool_4d":                               # per query too: some rows see nothing
+        per_query = RNG.random((B, 1, Tq, Tk)) < 0.8
+        return keep[:, None, None, :] & per_query
+    lowest = np.finfo(dtype).min if kind == "additive_min" else -np.inf
+    return np.where(keep, 0.0, lowest).astype(dtype)[:, None, None, :]
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Query blocks of 4 rows, head groups of 1-2 heads, every size on the blocked path."""
+    monkeypatch.setattr(attention, "ROW_BLOCK", 4)
+    monkeypatch.setattr(attention, "GROUP_SCORES", 4 * 40)
+    monkeypatch.setattr(attention, "PER_HEAD_FROM", 1)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("kind", PAD_MASKS)
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dims", [(3, 3, 23, 23, 4), (3, 2, 9, 22, 3), (1, 2, 4, 4, 2)])
+def test_fast_attention_equals_textbook_with_every_mask(threads, tiny_blocks, dims, causal,
+                                                        kind, side):
+    """The fast backward on the forward's cache, with masks, padding on either side and
+    rows that see nothing, across many query blocks (and a single one): equal to the
+    textbook op. Keys past a block are skipped only where their weights are exactly 0."""
+    B, H, Tq, Tk, D = dims
+    q, k, v = randn(B, H, Tq, D), randn(B, H, Tk, D), randn(B, H, Tk, D)
+    mask = padding_mask(kind, side, B, H, Tq, Tk, np.float64)
+    with no_float_warnings():
+        out, cache = F.attention_forward(q, k, v, causal=causal, mask=mask)
+        out_fast, cache_fast = K.attention_forward_fast(q, k, v, causal=causal, mask=mask)
+    assert_allclose(out_fast, out, rtol=1e-13, atol=1e-14)
+    assert_allclose(cache_fast.att, cache.att, rtol=1e-13, atol=1e-14)
+    dout = randn(*out.shape)
+    plain = F.attention_backward(dout, cache)
+    for name, a, e in zip("qkv", K.attention_backward_fast(dout, cache_fast), plain):
+        assert_allclose(a, e, rtol=1e-12, atol=1e-13, err_msg=f"d{name}")
+    if B > 2 and kind not in ("none", "additive_min"):  # a sequence that sees nothing
+        assert (out[1] == 0).all() and all((g[1] == 0).all() for g in plain[:1])
+    assert_blockwise_equals_plain(q, k, v, mask, causal, block_size=3)
+
+
+@pytest.mark.parametrize("mask_kind", MASK_KINDS)
+@given(data=st.data())
+def test_fast_attention_equals_textbook_on_drawn_cases(mask_kind, data):
+    """Drawn shapes, masks and values, with query blocks of 1-5 rows."""
+    q, k, v, mask, causal, _ = data.draw(attention_case(mask_kind))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention, "ROW_BLOCK", data.draw(st.integers(1, 5)))
+        mp.setattr(attention, "GROUP_SCORES", data.draw(st.integers(1, 64)))
+        mp.setattr(attention, "PER_HEAD_FROM", 1)
+        with no_float_warnings():
+            out, cache = F.attention_forward(q, k, v, causal=causal, mask=mask)
+            out_fast, cache_fast = K.attention_forward_fast(q, k, v, causal=causal, mask=mask)
+            dout = randn(*out.shape)
+            fast = K.attention_backward_fast(dout, cache_fast)
+            plain = F.attention_backward(dout, cache)
+    assert_allclose(out_fast, out, rtol=1e-12, atol=1e-13)
+    for name, a, e in zip("qkv", fast, plain):
+        assert_allclose(a, e, rtol=1e-11, atol=1e-12, err_msg=f"d{name}")
