@@ -24,7 +24,7 @@ from scratchlm._lazy import lazy_names
 _WHERE = {
     **dict.fromkeys(("get_array_module", "get_backend", "set_backend", "to_numpy"),
                     "scratchlm.backend"),
-    **dict.fromkeys(("get_kernels", "use_kernels"), "scratchlm.kernels.table"),
+    **dict.fromkeys(("get_kernels", "use_kernels"), "scratchlm.kernels.tables"),
     **dict.fromkeys(("GPT", "GPTConfig", "BertConfig", "BertModel", "BertForMaskedLM",
                      "BertForNextSentencePrediction", "BertForPreTraining",
                      "BertForQuestionAnswering", "BertForSequenceClassification",

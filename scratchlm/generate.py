@@ -69,7 +69,7 @@ import numpy as np
 
 from scratchlm import backend
 from scratchlm.functional import KVCache
-from scratchlm.kernels.table import table
+from scratchlm.kernels.tables import table
 from scratchlm.models.gpt import GPT
 
 __all__ = ["generate", "generate_text", "position_ids_from_mask", "top_k_filter",

@@ -49,7 +49,7 @@ import numbers
 from collections.abc import Mapping
 
 from scratchlm.backend import get_array_module, is_cupy_array, to_backend
-from scratchlm.kernels.table import table
+from scratchlm.kernels.tables import table
 from scratchlm.nn.parameter import Parameter
 
 

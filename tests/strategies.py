@@ -48,12 +48,23 @@ def floats(bound=3.0):
 
 
 def arrays(shape, bound=3.0):
-    """A float64 array of the given shape with elements from ``floats(bound)``.
+    """A float64 array of the given shape with elements from ``floats(bound)``, not constant.
 
-    Each element is drawn on its own (no shared fill value), so an array of
-    two or more elements is seldom constant.
+    Each element is drawn on its own (no shared fill value). Hypothesis still
+    likes to repeat one value everywhere; an array of two or more elements
+    that came out constant gets a ramp across [-bound/2, bound/2] added
+    (clipped to the bounds), so it never is. Constant arrays are explicit
+    examples of the tests that need them.
     """
-    return hnp.arrays(np.float64, tuple(shape), elements=floats(bound), fill=st.nothing())
+    return hnp.arrays(np.float64, tuple(shape), elements=floats(bound),
+                      fill=st.nothing()).map(lambda a: _not_constant(a, bound))
+
+
+def _not_constant(a, bound):
+    if a.size >= 2 and (a == a.reshape(-1)[0]).all():
+        ramp = np.linspace(-0.5 * bound, 0.5 * bound, a.size).reshape(a.shape)
+        a = np.clip(a + ramp, -bound, bound)
+    return a
 
 
 def bool_arrays(shape, p_true=0.75):
@@ -177,9 +188,9 @@ def softmax_case(draw, bound=20.0, offset=0.0):
 def cross_entropy_case(draw, bound=20.0, offset=0.0):
     """logits (*lead, V), V >= 2, targets (*lead) in [0, V) with some set to ignore_index=-100.
 
-    Each target is ignored with probability about 1/4, so a case with every
-    target ignored is rare (a test of its own covers it). ``offset`` as in
-    softmax_case.
+    Each target is ignored with probability about 1/4, and one drawn target is
+    always counted (every target ignored is a test of its own). ``offset`` as
+    in softmax_case.
     """
     V = draw(st.integers(2, MAX_SIDE))
     lead = draw(shapes(0, 2, budget=BUDGET // V))
@@ -189,6 +200,7 @@ def cross_entropy_case(draw, bound=20.0, offset=0.0):
     targets = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1),
                               fill=st.nothing()))
     ignored = draw(bool_arrays(lead, p_true=0.25))
+    ignored.reshape(-1)[draw(st.integers(0, ignored.size - 1))] = False   # one counted, at least
     targets = np.where(ignored, -100, targets)
     return logits, targets, draw(seeds)
 
@@ -205,9 +217,11 @@ def attention_case(draw, mask_kind="none", causal=None, budget=BUDGET):
     key-padding mask; "bool_4d" / "int01_4d", a mask of shape (B or 1, H or 1,
     Tq or 1, Tk); "additive", a float (B or 1, H or 1, Tq, Tk) mask of 0,
     -inf and negative values. A mask keeps each key with probability about
-    3/4; in about a quarter of the cases one mask row is cleared (or set to
-    -inf) on purpose, a fully masked row. With causal=True, Tq <= Tk (the
-    queries are the last Tq positions, as with a KV cache).
+    3/4, and its last row (seen by the last query, which causal attention
+    lets see every key) keeps the first two keys. In about a quarter of the
+    cases another mask row, where there is one, is cleared (or set to -inf)
+    on purpose: a fully masked row. With causal=True, Tq <= Tk (the queries
+    are the last Tq positions, as with a KV cache).
     """
     if causal is None:
         causal = draw(st.booleans())
@@ -220,28 +234,36 @@ def attention_case(draw, mask_kind="none", causal=None, budget=BUDGET):
     v = draw(arrays((B, H, Tk, D)))
     clear_row = draw(sometimes(0.25))
     mask = None
-    if mask_kind in ("bool_2d", "int01_2d"):
-        mask = draw(bool_arrays((B, Tk)))
-        if clear_row:
-            mask[draw(st.integers(0, B - 1))] = False
-    elif mask_kind in ("bool_4d", "int01_4d"):
-        shape = (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])),
-                 draw(st.sampled_from([Tq, 1])), Tk)
+    if mask_kind in ("bool_2d", "int01_2d", "bool_4d", "int01_4d"):
+        if mask_kind.endswith("2d"):
+            shape = (B, Tk)
+        else:
+            shape = (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])),
+                     draw(st.sampled_from([Tq, 1])), Tk)
         mask = draw(bool_arrays(shape))
-        if clear_row:
-            mask[tuple(draw(st.integers(0, s - 1)) for s in shape[:3])] = False
+        mask[_last_row(shape)][:2] = True               # one row sees two keys, at least
     elif mask_kind == "additive":
         shape = (draw(st.sampled_from([B, 1])), draw(st.sampled_from([H, 1])), Tq, Tk)
         values = (st.integers(0, 3).map(lambda i: -np.inf if i == 0 else 0.0)
                   | floats(3.0).map(lambda f: -abs(f)))
         mask = draw(hnp.arrays(np.float64, shape, elements=values, fill=st.nothing()))
-        if clear_row:
-            mask[tuple(draw(st.integers(0, s - 1)) for s in shape[:3])] = -np.inf
+        row = mask[_last_row(shape)]
+        row[:2] = np.where(np.isneginf(row[:2]), 0.0, row[:2])
     elif mask_kind != "none":
         raise ValueError(f"unknown mask kind {mask_kind!r}")
+    if mask is not None and clear_row:                  # a fully masked row, not that one
+        rows = list(np.ndindex(*mask.shape[:-1]))[:-1]
+        if rows:
+            mask[rows[draw(st.integers(0, len(rows) - 1))]] = (
+                -np.inf if mask_kind == "additive" else False)
     if mask_kind.startswith("int01"):
         mask = mask.astype(np.int64)
     return q, k, v, mask, causal, draw(seeds)
+
+
+def _last_row(shape):
+    """Index of the last row (all leading indices at their last value) of a mask."""
+    return tuple(n - 1 for n in shape[:-1])
 
 
 # --- the gradient assertion ----------------------------------------------------

@@ -10,6 +10,7 @@ from scratchlm.generate import (
     top_p_filter,
 )
 from scratchlm.models import GPT, GPTConfig
+from scratchlm.kernels.decode import GPTDecoder
 
 V = 50
 PROMPTS = [[1, 2, 3, 4, 5, 6], [7, 8], [9, 10, 11]]    # different lengths: left padding
@@ -115,16 +116,15 @@ def test_cached_step_logits_with_left_padding(gpt64):
     np.testing.assert_allclose(full[:1, 2:], alone, rtol=0, atol=1e-12)
 
 
-# --- the lean decoder (GPT.decoder) equals GPT.forward --------------------------
+# --- the engine's lean decoder (GPTDecoder) equals GPT.forward with KV caches ----------
 class ForwardOnly:
-    """A GPT seen without its decoder: generate's cached path then runs model.forward."""
+    """A GPT seen as any model: generate's cached path then runs model.forward with KV
+    caches (the reference path, as under use_kernels("textbook"))."""
 
     def __init__(self, model):
         self.model = model
 
     def __getattr__(self, name):
-        if name == "decoder":
-            raise AttributeError(name)
         return getattr(self.model, name)
 
 
@@ -156,7 +156,7 @@ def test_decoder_logits_equal_full_forward(name, padded):
         ids[mask == 0] = 0
     pos = position_ids_from_mask(mask)
     full = model(ids, attention_mask=mask, position_ids=pos).logits     # (B, T, V)
-    dec = model.decoder(B, T)
+    dec = GPTDecoder(model, B, T)
     if padded:
         dec.set_padding(mask[:, :6])                    # generated positions are real: the
         assert mask[:, 6:].all()                        # mask past the prompt is all ones
@@ -175,7 +175,7 @@ def test_decoder_logits_equal_full_forward(name, padded):
 @pytest.mark.parametrize("prompts", [[[1, 2, 3, 4]], PROMPTS], ids=["single", "ragged"])
 @pytest.mark.parametrize("config", list(DECODER_CONFIGS))
 def test_decoder_tokens_equal_forward_path(config, prompts, name):
-    """generate through GPT.decoder and through model.forward with KVCaches: the same tokens."""
+    """generate through GPTDecoder and through model.forward with KVCaches: the same tokens."""
     model = decoder_gpt(config)
     kw = SAMPLING[name]
     lean = generate(model, prompts, 20, use_cache=True, **kw)
@@ -199,7 +199,7 @@ def test_decoder_tokens_equal_forward_path_eos_and_float32(gpt64, gpt32):
 def test_decoder_float32_logits_close_to_forward(gpt32):
     ids = np.random.default_rng(2).integers(0, V, size=(2, 10))
     full = gpt32.eval()(ids).logits
-    dec = gpt32.decoder(2, 10)
+    dec = GPTDecoder(gpt32, 2, 10)
     dec.forward(ids[:, :5])
     for t in range(5, 10):
         step = dec.forward(ids[:, t:t + 1])
@@ -213,9 +213,9 @@ def test_decoder_fills_the_context_and_checks_its_size(gpt64):
     ref = generate(ForwardOnly(gpt64), [[1, 2, 3]], n - 3, do_sample=False)
     np.testing.assert_array_equal(out, ref)
     with pytest.raises(ValueError, match="n_positions"):
-        gpt64.decoder(1, n + 1)
+        GPTDecoder(gpt64, 1, n + 1)
     with pytest.raises(ValueError, match="batch_size"):
-        gpt64.decoder(0, 4)
+        GPTDecoder(gpt64, 0, 4)
 
 
 @pytest.mark.gpu
@@ -460,3 +460,23 @@ def test_greedy_matches_transformers():
         out = generate(ours, ids, 20, attention_mask=mask, do_sample=False,
                        use_cache=use_cache)
         np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("name", ["greedy", "sample"])
+def test_textbook_generation_runs_the_models_own_forward_and_gives_the_same_tokens(name):
+    """Under "textbook" the table has no lean decoder: generate takes the reference path."""
+    import scratchlm
+    from scratchlm.kernels import table
+
+    model = decoder_gpt("gelu_new")
+    before = scratchlm.get_kernels()
+    try:
+        scratchlm.use_kernels("textbook")
+        assert table(model.wte.weight.data).gpt_decoder is None
+        textbook = generate(model, PROMPTS, 12, use_cache=True, **SAMPLING[name])
+        scratchlm.use_kernels("fast")
+        assert table(model.wte.weight.data).gpt_decoder is GPTDecoder
+        fast = generate(model, PROMPTS, 12, use_cache=True, **SAMPLING[name])
+    finally:
+        scratchlm.use_kernels(before)
+    np.testing.assert_array_equal(fast, textbook)

@@ -64,12 +64,12 @@ def hf_config(name):
     """A tiny transformers config: 2 layers, width 24, 3 heads, no dropout, eager attention."""
     if name == "GPT":
         return transformers.GPT2Config(
-            vocab_size=V, n_positions=16, n_embd=24, n_layer=2, n_head=3,
+            vocab_size=V, n_positions=320, n_embd=24, n_layer=2, n_head=3,
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=1,
             attn_implementation="eager")
     return transformers.BertConfig(
         vocab_size=V, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
-        intermediate_size=40, max_position_embeddings=16, hidden_dropout_prob=0.0,
+        intermediate_size=40, max_position_embeddings=320, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         num_labels=2 if name == "BertForQuestionAnswering" else NUM_LABELS,
         attn_implementation="eager")
@@ -90,13 +90,18 @@ def make_hf_model(name, seed=0):
     return model.train()
 
 
-def make_inputs(name, seed=0):
-    """A padded batch with labels: numpy arrays, keyed by forward argument."""
+def make_inputs(name, seed=0, T=T, left=None):
+    """A padded batch with labels: numpy arrays, keyed by forward argument.
+
+    Right padding for BERT and left padding for GPT, unless ``left`` says.
+    Past T = 7, one row keeps a third of its tokens and one only two, so that
+    whole blocks of queries see nothing but padding.
+    """
     rng = np.random.default_rng(seed)
-    lengths = np.array([T, T - 3, T - 5])                      # one full row, two padded
+    lengths = np.array([T, T - 3, T - 5] if T == 7 else [T, T // 3, 2])  # one row full
     real = np.arange(T)[None, :] < lengths[:, None]          # right padding
-    if name == "GPT":
-        real = real[:, ::-1]                                 # GPT: left padding
+    if (name == "GPT") if left is None else left:
+        real = real[:, ::-1]                                 # left padding
     ids = rng.integers(2, V, size=(B, T))
     ids[~real] = 0
     inputs = {"input_ids": ids, "attention_mask": real.astype(np.int64)}
@@ -123,7 +128,7 @@ def make_inputs(name, seed=0):
     return inputs
 
 
-def upstream(dtype, seed=1):
+def upstream(dtype, seed=1, T=T):
     """Fixed upstream gradients for BertModel's two outputs (it has no loss)."""
     rng = np.random.default_rng(seed)
     d_hidden, d_pooled = rng.standard_normal((B, T, 24)), rng.standard_normal((B, 24))
@@ -159,7 +164,7 @@ def hf_step(hf, name, inputs, dtype):
     """
     out = hf(**{k: torch.from_numpy(v) for k, v in inputs.items()})
     if name == "BertModel":
-        g_hidden, g_pool = upstream(dtype)
+        g_hidden, g_pool = upstream(dtype, T=inputs["input_ids"].shape[1])
         loss = ((out.last_hidden_state * torch.from_numpy(g_hidden)).sum()
                 + (out.pooler_output * torch.from_numpy(g_pool)).sum())
     elif name == "GPT":
@@ -176,7 +181,7 @@ def our_step(model, name, inputs, dtype):
     """Forward and backward on the scratchlm side; returns the output object."""
     out = model(**inputs)
     if name == "BertModel":
-        model.backward(*upstream(dtype))
+        model.backward(*upstream(dtype, T=inputs["input_ids"].shape[1]))
     else:
         model.backward()
     return out
@@ -203,9 +208,9 @@ def saved(tmp_path_factory):
     return out
 
 
-def compare_forward_backward(name, hf, model, dtype):
+def compare_forward_backward(name, hf, model, dtype, inputs=None):
     """Outputs, loss and every gradient: {what: relative error}."""
-    inputs = make_inputs(name)
+    inputs = make_inputs(name) if inputs is None else inputs
     hf.zero_grad()
     model.train()
     model.zero_grad()
@@ -225,13 +230,36 @@ def compare_forward_backward(name, hf, model, dtype):
 
 
 @pytest.mark.parametrize("name", CLASSES)
-def test_outputs_loss_and_gradients_float64(name, saved):
+def test_outputs_loss_and_gradients_float64(name, saved, kernels):
     hf, directory = saved[name]
     hf = copy.deepcopy(hf)
     model = getattr(scratchlm, name).from_pretrained(directory)
     assert model.dtype == np.float64 and not model.training
     errors = compare_forward_backward(name, hf, model, np.float64)
     assert max(errors.values()) <= 1e-9, errors
+
+
+@pytest.mark.parametrize("T_long", [65, 130, 300])
+@pytest.mark.parametrize("name", ["GPT", "BertForPreTraining", "BertModel"])
+def test_left_padding_past_the_attention_blocks_float64(name, T_long, saved):
+    """Left-padded batches longer than the fast attention's query block (64 rows): the
+    fast kernels' and the textbook ops' outputs and gradients agree with transformers
+    and with each other (the padded rows attend to every key, future ones too)."""
+    hf, directory = saved[name]
+    inputs = make_inputs(name, T=T_long, left=True)
+    results = {}
+    for mode in ("textbook", "fast"):
+        before = scratchlm.get_kernels()
+        scratchlm.use_kernels(mode)
+        try:
+            model = getattr(scratchlm, name).from_pretrained(directory)
+            errors = compare_forward_backward(name, copy.deepcopy(hf), model, np.float64,
+                                              inputs)
+        finally:
+            scratchlm.use_kernels(before)
+        assert max(errors.values()) <= 1e-9, (mode, errors)
+        results[mode] = our_grads_as_hf(model)
+    assert grad_err(results["fast"], results["textbook"]) <= 1e-12
 
 
 @pytest.mark.parametrize("name", CLASSES)

@@ -436,17 +436,19 @@ def format_report(report: dict) -> str:
 
 def profile_step(config: str = "small", steps: int = 3, warmup: int = 1,
                  fast: bool | None = None) -> dict:
-    """Time every functional op, the optimizer and zero_grad during GPT training steps.
+    """Time every op, the optimizer and zero_grad during GPT training steps.
 
-    Wraps each ``*_forward`` / ``*_backward`` function of ``scratchlm.functional``
-    (the layers call them through that module) and ``AdamW.step``, runs
-    ``steps`` steps, and returns milliseconds per step per op, largest first,
-    with ``(other)`` the Python between them.
+    Wraps each entry of the kernel table in force (the layers call their ops
+    through it), the one-form ops of ``scratchlm.functional`` that layers call
+    directly (dropout, relu, tanh), and ``AdamW.step``; runs ``steps`` steps,
+    and returns milliseconds per step per op, largest first, with ``(other)``
+    the Python between them. ``fast``: True for the "fast" kernels, False for
+    the textbook ops, None for the mode in force.
     """
     import numpy as np  # noqa: PLC0415
 
     from scratchlm import functional as F  # noqa: PLC0415
-    from scratchlm.kernels import get_kernels, use_kernels  # noqa: PLC0415
+    from scratchlm.kernels import get_kernels, tables, use_kernels  # noqa: PLC0415
     from scratchlm.optim import AdamW  # noqa: PLC0415
 
     c = CONFIGS[config]
@@ -464,22 +466,26 @@ def profile_step(config: str = "small", steps: int = 3, warmup: int = 1,
                 totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
         return timed
 
-    originals = {n: getattr(F, n) for n in dir(F)
-                 if n.endswith(("_forward", "_backward", "_forward_fast", "_backward_fast",
-                                "_forward_blockwise", "_backward_blockwise"))
-                 and callable(getattr(F, n))}
+    K = tables.table(np.empty(0))                       # the CPU table in force
+    key = next(k for k, v in tables._tables.items() if v is K)
+    timed_table = K._replace(**{f: wrap(f, getattr(K, f)) for f in K._fields
+                                if f not in ("name", "gpt_decoder") and callable(getattr(K, f))})
+    one_form = {n: getattr(F, n) for n in ("dropout_forward", "dropout_backward", "relu_forward",
+                                           "relu_backward", "tanh_forward", "tanh_backward")}
     step_orig, zero_orig = AdamW.step, AdamW.zero_grad
     try:
         _, _, train_step = _gpt_training(c)
         for _ in range(warmup):
             train_step()
-        for n, fn in originals.items():
+        tables._tables[key] = timed_table
+        for n, fn in one_form.items():
             setattr(F, n, wrap(n, fn))
         AdamW.step = wrap("AdamW.step", step_orig)
         AdamW.zero_grad = wrap("AdamW.zero_grad", zero_orig)
         seconds = _timed(train_step, 0, steps)
     finally:
-        for n, fn in originals.items():
+        tables._tables[key] = K
+        for n, fn in one_form.items():
             setattr(F, n, fn)
         AdamW.step, AdamW.zero_grad = step_orig, zero_orig
         use_kernels(before)

@@ -1,6 +1,6 @@
 """The engine: faster variants of the textbook ops, and the one table that picks them.
 
-    kernels/table.py    the kernel table: use_kernels, get_kernels, table(*arrays)
+    kernels/tables.py   the kernel table: use_kernels, get_kernels, table(*arrays)
     kernels/cpu/        blocked and threaded NumPy ops, MKL products, the thread pool,
                         blockwise attention, flat AdamW, process tuning
     kernels/cuda/       GPU variants (flat AdamW in large blocks; fused kernels go here)
@@ -13,4 +13,4 @@ test says they are equal. Nothing here runs or starts at import.
 from scratchlm._lazy import lazy_names
 
 __all__ = ["MODES", "Kernels", "get_kernels", "table", "use_kernels"]
-__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, "scratchlm.kernels.table"))
+__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, "scratchlm.kernels.tables"))

@@ -10,7 +10,7 @@ Initial weights are drawn on the host from a NumPy Generator and then moved
 to the active backend, so a seed gives the same model on CPU and GPU.
 
 Layers call their ops through the kernel table, ``table(x).linear_forward``
-and so on (``scratchlm/kernels/table.py``): the textbook op of
+and so on (``scratchlm/kernels/tables.py``): the textbook op of
 ``functional`` under ``use_kernels("textbook")``, its engine variant (same
 arguments, cache and gradients, tested equal) under ``"fast"``. Ops with one
 form only (dropout, relu, tanh, head split and merge) are called from
@@ -25,7 +25,7 @@ from scratchlm import backend
 from scratchlm import functional as F
 from scratchlm.functional._checks import check_probability
 from scratchlm.functional.activations import ACTIVATIONS
-from scratchlm.kernels.table import table
+from scratchlm.kernels.tables import table
 from scratchlm.nn.module import Module
 from scratchlm.nn.parameter import Parameter
 
