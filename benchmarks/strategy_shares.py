@@ -64,46 +64,67 @@ def rows_seeing_two_keys(q, k, mask, causal):
     return int((keep.sum(-1) >= 2).sum())
 
 
+def fully_masked_rows(q, k, mask, causal):
+    """Whether some query row sees no key at all (a case the attention strategy draws on purpose)."""
+    B, H, Tq, _ = q.shape
+    Tk = k.shape[2]
+    keep = np.ones((B, H, Tq, Tk), dtype=bool)
+    if mask is not None:
+        m = mask[:, None, None, :] if mask.ndim == 2 else mask
+        keep &= np.isfinite(m) if m.dtype.kind == "f" else (m != 0)
+    if causal:
+        keep &= np.tri(Tq, Tk, Tk - Tq, dtype=bool)
+    return bool((~keep.any(-1)).any())
+
+
 def measures(module):
-    """(strategy label, strategy, {trivial case: predicate on a drawn case})."""
+    """(strategy label, strategy, {case: predicate}, trivial?) for every strategy of ``module``.
+
+    Trivial cases are the ones to keep rare; the others are edge cases a
+    strategy draws on purpose, shown for information.
+    """
     m = module
     out = [
         ("linear_case()", m.linear_case(), {
             "C_in or C_out is 1": lambda c: min(c[1].shape) < 2,
             "x or W constant": lambda c: constant(c[0], c[1]),
-        }),
+        }, {}),
         ("embedding_case()", m.embedding_case(), {
             "fewer than 2 ids": lambda c: c[0].size < 2,
             "no repeated id": lambda c: len(np.unique(c[0])) == c[0].size,
             "W constant": lambda c: constant(c[1]),
-        }),
+        }, {}),
         ("layernorm_case()", m.layernorm_case(), {
             "one feature (C = 1)": lambda c: c[0].shape[-1] < 2,
             "x constant": lambda c: constant(c[0]),
-        }),
+        }, {}),
         ("elementwise_case()", m.elementwise_case(), {
             "fewer than 2 elements": lambda c: c[0].size < 2,
             "x constant": lambda c: constant(c[0]),
-        }),
+        }, {}),
         ("softmax_case()", m.softmax_case(), {
             "axis of length 1": lambda c: c[0].shape[c[1]] < 2,
             "x constant": lambda c: constant(c[0]),
-        }),
+        }, {}),
         ("cross_entropy_case()", m.cross_entropy_case(), {
             "one class (V = 1)": lambda c: c[0].shape[-1] < 2,
             "every target ignored": lambda c: bool(np.all(c[1] == -100)),
             "logits constant": lambda c: constant(c[0]),
+        }, {
+            "some target ignored": lambda c: bool(np.any(c[1] == -100)),
         }),
         ("arrays(shapes(1, 3))", m.shapes(1, 3).flatmap(m.arrays), {
             "fewer than 2 elements": lambda a: a.size < 2,
             "constant (2+ elements)": lambda a: constant(a),
-        }),
+        }, {}),
     ]
     for kind in MASK_KINDS:
         out.append((f"attention_case({kind!r})", m.attention_case(kind), {
             "single key (Tk = 1)": lambda c: c[1].shape[2] < 2,
             "no row sees 2 keys": lambda c: rows_seeing_two_keys(c[0], c[1], c[3], c[4]) == 0,
             "q, k or v constant": lambda c: constant(c[0], c[1], c[2]),
+        }, {} if kind == "none" else {
+            "a fully masked row": lambda c: fully_masked_rows(c[0], c[1], c[3], c[4]),
         }))
     return out
 
@@ -126,13 +147,14 @@ def sample(strategy, draws: int, profile: str):
 
 
 def shares(module, draws: int, profile: str):
-    """Rows (strategy, trivial case, share of the drawn cases, number drawn)."""
+    """Rows (strategy, case, trivial?, share of the drawn cases, number drawn)."""
     rows = []
-    for label, strategy, tests in measures(module):
+    for label, strategy, trivial, on_purpose in measures(module):
         cases = sample(strategy, draws, profile)
-        for what, trivial in tests.items():
-            hits = sum(bool(trivial(c)) for c in cases)
-            rows.append((label, what, hits / max(1, len(cases)), len(cases)))
+        for tests, is_trivial in ((trivial, True), (on_purpose, False)):
+            for what, test in tests.items():
+                hits = sum(bool(test(c)) for c in cases)
+                rows.append((label, what, is_trivial, hits / max(1, len(cases)), len(cases)))
     return rows
 
 
@@ -148,14 +170,15 @@ def main(argv=None) -> int:
     module = load_module("_sampled_strategies", args.strategies.resolve())
     table = {profile: shares(module, args.draws, profile) for profile in args.profile}
     print(f"strategies: {args.strategies}; draws per strategy: {args.draws}")
-    head = f"{'strategy':<30} {'trivial case':<24}" + "".join(
+    print("trivial cases, then (marked *) edge cases drawn on purpose")
+    head = f"{'strategy':<30} {'case':<26}" + "".join(
         f" {profile + ' share':>10}" for profile in args.profile)
     print(head)
     print("-" * len(head))
     first = table[args.profile[0]]
-    for i, (label, what, _, _) in enumerate(first):
-        cells = "".join(f" {table[profile][i][2]:>10.1%}" for profile in args.profile)
-        print(f"{label:<30} {what:<24}{cells}")
+    for i, (label, what, is_trivial, _, _) in enumerate(first):
+        cells = "".join(f" {table[profile][i][3]:>10.1%}" for profile in args.profile)
+        print(f"{label:<30} {what if is_trivial else '* ' + what:<26}{cells}")
     return 0
 
 
