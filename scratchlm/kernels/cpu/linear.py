@@ -14,7 +14,7 @@ ROWS_PER_THREAD = 64      # fewer rows than this per thread: not worth a thread
 def linear_forward_fast(x, W, b=None):
     """linear_forward for the CPU threads (same math, tested equal).
 
-    The product is ``backend.matmul``: with MKL installed, blocks of rows
+    The product is ``blas.matmul``: with MKL installed, blocks of rows
     over the threads, one single-threaded MKL call each; otherwise one
     NumPy call on the BLAS's own threads (one large product keeps both
     cores busier than two half products from threads of ours). The bias is
@@ -39,7 +39,7 @@ def linear_forward_fast(x, W, b=None):
 def linear_backward_fast(dout, cache, need_dW=True, need_db=True):
     """linear_backward for the CPU threads (same math, tested equal).
 
-    dx = dY W^T and dW = X^T dY are ``backend.matmul`` (the transposes are
+    dx = dY W^T and dW = X^T dY are ``blas.matmul`` (the transposes are
     views: the BLAS reads them in place), and NumPy's column sums for
     db = sum_rows dY are one vectorised pass over dY (faster here than
     splitting the columns over threads, or a ones-vector product through

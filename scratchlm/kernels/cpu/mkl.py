@@ -11,7 +11,7 @@ MKL is loaded here with ``ctypes`` and set up before its first call:
 
 * sequential (``MKL_Set_Threading_Layer``): MKL's own OpenMP threads would
   spin on the cores between calls, taking them from the element-wise work
-  on scratchlm's threads; instead ``backend.matmul`` cuts a product into
+  on scratchlm's threads; instead ``kernels.cpu.blas.matmul`` cuts a product into
   row (or column) blocks, one single-threaded MKL call per thread;
 * 32-bit integers (``MKL_Set_Interface_Layer``, LP64), as passed below;
 * reproducible (``MKL_CBWR_Set``): the same bits whatever the arrays'
