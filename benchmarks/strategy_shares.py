@@ -51,6 +51,11 @@ def constant(*arrays) -> bool:
     return any(a.size >= 2 and np.all(a == a.reshape(-1)[0]) for a in arrays)
 
 
+def constant_slice(x, axis) -> bool:
+    """Some slice of ``x`` along ``axis`` has a single value (one entry counts as constant)."""
+    return x.size > 0 and bool(np.any(np.ptp(x, axis=axis) == 0))
+
+
 def rows_seeing_two_keys(q, k, mask, causal):
     """How many query rows see at least two keys (the softmax has something to do)."""
     B, H, Tq, _ = q.shape
@@ -96,7 +101,9 @@ def measures(module):
         }, {}),
         ("layernorm_case()", m.layernorm_case(), {
             "one feature (C = 1)": lambda c: c[0].shape[-1] < 2,
+            "C <= 2 (x_hat is 0 or +-1)": lambda c: c[0].shape[-1] < 3,
             "x constant": lambda c: constant(c[0]),
+            "a constant row": lambda c: constant_slice(c[0], -1),
         }, {}),
         ("elementwise_case()", m.elementwise_case(), {
             "fewer than 2 elements": lambda c: c[0].size < 2,
@@ -105,6 +112,7 @@ def measures(module):
         ("softmax_case()", m.softmax_case(), {
             "axis of length 1": lambda c: c[0].shape[c[1]] < 2,
             "x constant": lambda c: constant(c[0]),
+            "a constant slice on axis": lambda c: constant_slice(c[0], c[1]),
         }, {}),
         ("cross_entropy_case()", m.cross_entropy_case(), {
             "one class (V = 1)": lambda c: c[0].shape[-1] < 2,
@@ -131,10 +139,14 @@ def measures(module):
 
 # --- sampling ---------------------------------------------------------------------
 
-def sample(strategy, draws: int, profile: str):
-    """``draws`` cases of ``strategy``, drawn as a ``@given`` test under ``profile`` draws them."""
+def sample(strategy, draws: int, profile: str | None = None):
+    """``draws`` cases of ``strategy``, drawn as a ``@given`` test under ``profile`` draws them.
+
+    ``profile=None``: the profile in force. Hypothesis does not repeat a case,
+    so a strategy with fewer distinct cases than ``draws`` gives them all.
+    """
     cases = []
-    parent = settings.get_profile(profile)
+    parent = settings.default if profile is None else settings.get_profile(profile)
 
     @settings(parent, max_examples=draws, database=None,
               suppress_health_check=list(HealthCheck))
@@ -146,7 +158,7 @@ def sample(strategy, draws: int, profile: str):
     return cases
 
 
-def shares(module, draws: int, profile: str):
+def shares(module, draws: int, profile: str | None = None):
     """Rows (strategy, case, trivial?, share of the drawn cases, number drawn)."""
     rows = []
     for label, strategy, trivial, on_purpose in measures(module):

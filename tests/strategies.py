@@ -9,9 +9,9 @@ arrays (an upstream gradient, a dropout mask) it draws a seed, so hypothesis
 can replay and shrink the whole case.
 
 The draws are meant to exercise the math, not its degenerate corners: the
-axis an op works along (LayerNorm's features, softmax's axis, the classes of
-cross-entropy, attention's keys, a linear layer's inputs and outputs) has at
-least two entries; an embedding case has at least two ids, one of them
+axis an op works along (softmax's axis, the classes of cross-entropy,
+attention's keys, a linear layer's inputs and outputs) has at least two
+entries, LayerNorm's features at least three; an embedding case has at least two ids, one of them
 repeated; every element of an array is drawn on its own, so arrays of two or
 more elements are seldom constant. The degenerate cases (one feature, one
 key, one class, a single id, a 0-d or constant array) are the tests' explicit
@@ -141,8 +141,13 @@ def embedding_case(draw):
 
 @st.composite
 def layernorm_case(draw):
-    """x (*lead, C), gamma (C,), beta (C,); lead has 0 to 2 sides; C >= 2."""
-    C = draw(st.integers(2, MAX_SIDE))
+    """x (*lead, C), gamma (C,), beta (C,); lead has 0 to 2 sides; C >= 3.
+
+    With C = 1, x_hat is 0; with C = 2, x_hat is +-1 whatever x is, and the
+    gradient with respect to x is 0 up to terms in eps: both are explicit
+    examples of the tests.
+    """
+    C = draw(st.integers(3, MAX_SIDE))
     lead = draw(shapes(0, 2, budget=BUDGET // C))
     x = draw(arrays(lead + (C,)))
     gamma, beta = draw(arrays((C,))), draw(arrays((C,)))

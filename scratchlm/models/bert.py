@@ -25,14 +25,13 @@ from __future__ import annotations
 import numpy as np
 
 from scratchlm import backend
-from scratchlm import functional as F
 from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
 from scratchlm.models.configs import BertConfig
 from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
 from scratchlm.nn import (
-    Activation, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter,
-    TiedLMHead, TransformerBlock,
+    Activation, CrossEntropyLoss, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList,
+    Parameter, TiedLMHead, TransformerBlock,
 )
 
 
@@ -238,8 +237,10 @@ class _BertWithHead(PretrainedMixin, Module):
             return
         self.bert.backward(d_last_hidden_state, d_pooler_output)
 
-    def _need_loss(self, ce_caches):
-        if not any(c is not None for c in ce_caches):
+    def _need_loss(self):
+        """What the last training forward saved (True: it computed a loss); an error if none."""
+        had_loss = self._pop_cache() if self._cache is not None else False
+        if not had_loss:
             raise RuntimeError(f"{type(self).__name__}.backward: the forward computed no "
                                "loss; pass labels to forward")
 
@@ -292,6 +293,7 @@ class BertForPreTraining(_BertWithHead):
             config, self.bert.embeddings.word_embeddings, rng, dtype)
         self.cls.seq_relationship = Linear(config.hidden_size, 2,
                                            std=config.initializer_range, rng=rng, dtype=dtype)
+        self.mlm_loss_fn, self.nsp_loss_fn = CrossEntropyLoss(), CrossEntropyLoss()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 labels=None, next_sentence_label=None):
@@ -302,20 +304,19 @@ class BertForPreTraining(_BertWithHead):
         nsl = self._labels("next_sentence_label", next_sentence_label, (B,), 2)
         prediction_logits = self.cls.predictions.forward(x)       # (1)
         nsp_logits = self.cls.seq_relationship.forward(pooled)    # (2)
-        loss = mlm_cache = nsp_cache = None
+        loss = None
         if labels is not None and nsl is not None:                # as transformers: both or none
-            mlm_loss, mlm_cache = F.cross_entropy_forward(prediction_logits, labels)  # (3)
-            nsp_loss, nsp_cache = F.cross_entropy_forward(nsp_logits, nsl)            # (4)
+            mlm_loss = self.mlm_loss_fn.forward(prediction_logits, labels)  # (3)
+            nsp_loss = self.nsp_loss_fn.forward(nsp_logits, nsl)            # (4)
             loss = mlm_loss + nsp_loss                             # (5)
-        self._save((mlm_cache, nsp_cache, T))
+        self._save(loss is not None)
         return ModelOutput(loss=loss, prediction_logits=prediction_logits,
                            seq_relationship_logits=nsp_logits)
 
     def backward(self, dloss=1.0):
-        mlm_cache, nsp_cache, T = self._pop_cache()
-        self._need_loss([mlm_cache])
-        dpred = F.cross_entropy_backward(dloss, mlm_cache)        # back through (5), (3)
-        dnsp = F.cross_entropy_backward(dloss, nsp_cache)         # back through (5), (4)
+        self._need_loss()
+        dpred = self.mlm_loss_fn.backward(dloss)                  # back through (5), (3)
+        dnsp = self.nsp_loss_fn.backward(dloss)                   # back through (5), (4)
         dpooled = self.cls.seq_relationship.backward(dnsp)        # back through (2)
         dx = self.cls.predictions.backward(dpred)                 # back through (1)
         self._backward_encoder(dx, dpooled)
@@ -330,6 +331,7 @@ class BertForMaskedLM(_BertWithHead):
         self.cls = _Heads()
         self.cls.predictions = BertLMPredictionHead(
             config, self.bert.embeddings.word_embeddings, rng, dtype)
+        self.loss_fn = CrossEntropyLoss()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 labels=None):
@@ -337,16 +339,15 @@ class BertForMaskedLM(_BertWithHead):
         x, _ = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
         labels = self._labels("labels", labels, x.shape[:2], self.config.vocab_size)
         logits = self.cls.predictions.forward(x)                  # (1)
-        loss = cache = None
+        loss = None
         if labels is not None:
-            loss, cache = F.cross_entropy_forward(logits, labels)  # (2)
-        self._save(cache)
+            loss = self.loss_fn.forward(logits, labels)             # (2)
+        self._save(loss is not None)
         return ModelOutput(loss=loss, logits=logits)
 
     def backward(self, dloss=1.0):
-        cache = self._pop_cache() if self._cache is not None else None
-        self._need_loss([cache])
-        dlogits = F.cross_entropy_backward(dloss, cache)          # back through (2)
+        self._need_loss()
+        dlogits = self.loss_fn.backward(dloss)                    # back through (2)
         self._backward_encoder(self.cls.predictions.backward(dlogits))  # back through (1)
 
 
@@ -357,6 +358,7 @@ class BertForNextSentencePrediction(_BertWithHead):
         self.cls = _Heads()
         self.cls.seq_relationship = Linear(config.hidden_size, 2,
                                            std=config.initializer_range, rng=rng, dtype=dtype)
+        self.loss_fn = CrossEntropyLoss()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 labels=None):
@@ -364,17 +366,16 @@ class BertForNextSentencePrediction(_BertWithHead):
         _, pooled = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
         labels = self._labels("labels", labels, (pooled.shape[0],), 2)
         logits = self.cls.seq_relationship.forward(pooled)        # (1)
-        loss = cache = None
+        loss = None
         if labels is not None:
-            loss, cache = F.cross_entropy_forward(logits, labels)  # (2)
-        self._save(cache)
+            loss = self.loss_fn.forward(logits, labels)             # (2)
+        self._save(loss is not None)
         return ModelOutput(loss=loss, logits=logits)
 
     def backward(self, dloss=1.0):
-        cache = self._pop_cache() if self._cache is not None else None
-        self._need_loss([cache])
+        self._need_loss()
         dpooled = self.cls.seq_relationship.backward(
-            F.cross_entropy_backward(dloss, cache))               # back through (2), (1)
+            self.loss_fn.backward(dloss))                         # back through (2), (1)
         self._backward_encoder(None, dpooled)
 
 
@@ -383,6 +384,7 @@ class BertForSequenceClassification(_BertWithHead):
 
     def _build_heads(self, config, rng, dtype):
         self.dropout, self.classifier = _classifier_head(config, rng, dtype)
+        self.loss_fn = CrossEntropyLoss()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 labels=None):
@@ -394,16 +396,15 @@ class BertForSequenceClassification(_BertWithHead):
         labels = self._labels("labels", labels, (pooled.shape[0],), self.config.num_labels)
         h = self.dropout.forward(pooled)                          # (1)
         logits = self.classifier.forward(h)                       # (2) (B, num_labels)
-        loss = cache = None
+        loss = None
         if labels is not None:
-            loss, cache = F.cross_entropy_forward(logits, labels)  # (3)
-        self._save(cache)
+            loss = self.loss_fn.forward(logits, labels)             # (3)
+        self._save(loss is not None)
         return ModelOutput(loss=loss, logits=logits)
 
     def backward(self, dloss=1.0):
-        cache = self._pop_cache() if self._cache is not None else None
-        self._need_loss([cache])
-        dh = self.classifier.backward(F.cross_entropy_backward(dloss, cache))  # (3), (2)
+        self._need_loss()
+        dh = self.classifier.backward(self.loss_fn.backward(dloss))  # back through (3), (2)
         self._backward_encoder(None, self.dropout.backward(dh))   # back through (1)
 
 
@@ -414,6 +415,7 @@ class BertForTokenClassification(_BertWithHead):
 
     def _build_heads(self, config, rng, dtype):
         self.dropout, self.classifier = _classifier_head(config, rng, dtype)
+        self.loss_fn = CrossEntropyLoss()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 labels=None):
@@ -422,16 +424,15 @@ class BertForTokenClassification(_BertWithHead):
         labels = self._labels("labels", labels, x.shape[:2], self.config.num_labels)
         h = self.dropout.forward(x)                               # (1)
         logits = self.classifier.forward(h)                       # (2) (B, T, num_labels)
-        loss = cache = None
+        loss = None
         if labels is not None:
-            loss, cache = F.cross_entropy_forward(logits, labels)  # (3)
-        self._save(cache)
+            loss = self.loss_fn.forward(logits, labels)             # (3)
+        self._save(loss is not None)
         return ModelOutput(loss=loss, logits=logits)
 
     def backward(self, dloss=1.0):
-        cache = self._pop_cache() if self._cache is not None else None
-        self._need_loss([cache])
-        dh = self.classifier.backward(F.cross_entropy_backward(dloss, cache))  # (3), (2)
+        self._need_loss()
+        dh = self.classifier.backward(self.loss_fn.backward(dloss))  # back through (3), (2)
         self._backward_encoder(self.dropout.backward(dh))          # back through (1)
 
 
@@ -443,6 +444,7 @@ class BertForQuestionAnswering(_BertWithHead):
     def _build_heads(self, config, rng, dtype):
         self.qa_outputs = Linear(config.hidden_size, 2, std=config.initializer_range,
                                  rng=rng, dtype=dtype)
+        self.start_loss_fn, self.end_loss_fn = CrossEntropyLoss(), CrossEntropyLoss()
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                 start_positions=None, end_positions=None):
@@ -456,29 +458,26 @@ class BertForQuestionAnswering(_BertWithHead):
         logits = self.qa_outputs.forward(x)                       # (1) (B, T, 2)
         start_logits = logits[..., 0]                             # (2) (B, T) views
         end_logits = logits[..., 1]
-        loss = caches = None
+        loss = None
         if (start_positions is None) != (end_positions is None):
             raise ValueError(f"{where}: pass both start_positions and end_positions, or neither")
         if start_positions is not None:
-            caches = []
             losses = []
-            for name, pos, lg in (("start_positions", start_positions, start_logits),
-                                  ("end_positions", end_positions, end_logits)):
+            for name, pos, lg, loss_fn in (
+                    ("start_positions", start_positions, start_logits, self.start_loss_fn),
+                    ("end_positions", end_positions, end_logits, self.end_loss_fn)):
                 pos = as_ids(where, name, pos, self.xp, shape=(B,))
                 pos = self.xp.clip(pos, 0, T)                      # out of range -> T, ignored
-                ce, cache = F.cross_entropy_forward(self.xp.ascontiguousarray(lg), pos,
-                                                    ignore_index=T)  # (3)
-                losses.append(ce)
-                caches.append(cache)
+                losses.append(loss_fn.forward(self.xp.ascontiguousarray(lg), pos,
+                                              ignore_index=T))    # (3)
             loss = (losses[0] + losses[1]) / 2                    # (4)
-        self._save(caches)
+        self._save(loss is not None)
         return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
 
     def backward(self, dloss=1.0):
-        caches = self._pop_cache() if self._cache is not None else None
-        self._need_loss([caches])
+        self._need_loss()
         half = 0.5 * dloss                                        # back through (4)
-        dstart = F.cross_entropy_backward(half, caches[0])        # back through (3)
-        dend = F.cross_entropy_backward(half, caches[1])
+        dstart = self.start_loss_fn.backward(half)                # back through (3)
+        dend = self.end_loss_fn.backward(half)
         dlogits = self.xp.stack([dstart, dend], axis=-1)          # back through (2)
         self._backward_encoder(self.qa_outputs.backward(dlogits))  # back through (1)

@@ -140,14 +140,18 @@ class TiedLMHead(Module):
 
 
 class CrossEntropyLoss(Module):
-    """The mean cross-entropy of logits (..., V) against targets (...), ignore_index skipped."""
+    """The mean cross-entropy of logits (..., V) against targets (...), ignore_index skipped.
+
+    ``forward(logits, targets, ignore_index=None)``: None takes the module's own.
+    """
 
     def __init__(self, ignore_index=-100):
         super().__init__()
         self.ignore_index = ignore_index
 
-    def forward(self, logits, targets):
-        loss, cache = table(logits).cross_entropy_forward(logits, targets, self.ignore_index)
+    def forward(self, logits, targets, ignore_index=None):
+        ignore = self.ignore_index if ignore_index is None else ignore_index
+        loss, cache = table(logits).cross_entropy_forward(logits, targets, ignore)
         self._save(cache)
         return loss
 

@@ -3,7 +3,7 @@
 import math
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 
 from scratchlm.functional import (
     gelu_backward, gelu_forward, relu_backward, relu_forward, tanh_backward, tanh_forward,
@@ -30,6 +30,9 @@ ACTIVATIONS = {
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
 @given(case=elementwise_case(bound=5.0))
+@example(case=(np.array(0.7), 0))                           # 0-d
+@example(case=(np.array([-1.3]), 1))                        # one element
+@example(case=(np.full((2, 2), 1.25), 2))                   # constant
 def test_activation_gradient(name, case):
     forward, backward, prepare = ACTIVATIONS[name]
     x, seed = case

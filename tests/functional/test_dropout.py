@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scratchlm.functional import dropout_backward, dropout_forward
@@ -14,6 +14,8 @@ probabilities = st.sampled_from([0.0, 0.1, 0.5, 0.9]) | st.floats(0.0, 0.95)
 
 
 @given(elementwise_case(), probabilities, seeds)
+@example(case=(np.array(0.7), 0), p=0.5, mask_seed=3)        # 0-d
+@example(case=(np.full((3,), -2.0), 1), p=0.3, mask_seed=4)  # constant
 def test_dropout_gradient_with_a_fixed_seed(case, p, mask_seed):
     x, seed = case
     x_copy = x.copy()

@@ -2,13 +2,16 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 
 from scratchlm.functional import embedding_backward, embedding_forward
 from strategies import assert_all_float32, assert_gradients, assert_unchanged, embedding_case
 
 
 @given(embedding_case())
+@example(case=(np.array(2), np.arange(12.0).reshape(4, 3) / 7, 0))       # one id, 0-d
+@example(case=(np.array([0]), np.array([[1.5, -0.5]]), 1))              # V = 1, one id
+@example(case=(np.array([[2, 0, 1]]), np.arange(6.0).reshape(3, 2), 2))  # no repeated id
 def test_embedding_gradient(case):
     ids, W, seed = case
     rng = np.random.default_rng(seed)
@@ -25,6 +28,8 @@ def test_embedding_gradient(case):
 
 
 @given(embedding_case())
+@example(case=(np.array(2), np.arange(12.0).reshape(4, 3) / 7, 0))
+@example(case=(np.array([[2, 0, 1]]), np.arange(6.0).reshape(3, 2), 2))
 def test_embedding_backward_with_duplicates_equals_dense_one_hot(case):
     ids, W, seed = case
     V, C = W.shape

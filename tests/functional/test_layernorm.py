@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scratchlm.functional import layernorm_backward, layernorm_forward
@@ -10,6 +10,10 @@ from strategies import assert_all_float32, assert_gradients, assert_unchanged, l
 
 
 @given(layernorm_case(), st.sampled_from([1e-5, 1e-12]))
+@example(case=(np.array([[0.5], [-2.0], [3.0]]), np.array([1.5]), np.array([-0.5]), 0),
+         eps=1e-5)                                      # one feature: y = beta
+@example(case=(np.array([1.0, -1.0]), np.array([2.0, 0.5]), np.array([0.0, 1.0]), 1),
+         eps=1e-12)                                     # two features: x_hat = +-1
 def test_layernorm_gradients(case, eps):
     x, gamma, beta, seed = case
     rng = np.random.default_rng(seed)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 
 from scratchlm.functional import (
     log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward,
@@ -35,6 +35,9 @@ def check_pair_gradient(name, x, axis, seed, normwise=False):
 
 @pytest.mark.parametrize("name", PAIRS)
 @given(case=softmax_case(bound=20.0))
+@example(case=(np.array([[1.5], [-3.0]]), -1, 0))           # an axis of length 1
+@example(case=(np.array([0.25]), 0, 1))                      # one entry
+@example(case=(np.full((2, 3), 4.0), 1, 2))                  # constant rows: uniform
 def test_gradient(name, case):
     check_pair_gradient(name, *case)
 
@@ -54,6 +57,7 @@ def test_gradient_with_large_spread(name, case):
 
 
 @given(softmax_case(bound=1e3))
+@example(case=(np.array([[1.5], [-3.0]]), -1, 0))
 def test_softmax_rows_sum_to_one(case):
     x, axis, _ = case
     probs, _ = softmax_forward(x, axis)
