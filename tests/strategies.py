@@ -266,6 +266,19 @@ def attention_case(draw, mask_kind="none", causal=None, budget=BUDGET):
     return q, k, v, mask, causal, draw(seeds)
 
 
+def fixed_attention_case(B=1, H=1, Tq=1, Tk=1, D=2, mask=None, causal=False, q_scale=1.0,
+                         seed=0):
+    """An attention case of the given sizes, q, k, v standard normal from ``seed``.
+
+    For the shapes attention_case does not draw (one key; q = 0 with
+    ``q_scale=0``, so every row is uniform), as explicit examples of the tests.
+    """
+    rng = np.random.default_rng(seed)
+    q = q_scale * rng.standard_normal((B, H, Tq, D))
+    k, v = rng.standard_normal((2, B, H, Tk, D))
+    return q, k, v, mask, causal, seed
+
+
 def _last_row(shape):
     """Index of the last row (all leading indices at their last value) of a mask."""
     return tuple(n - 1 for n in shape[:-1])

@@ -174,11 +174,15 @@ def attention_forward(q, k, v, causal=False, mask=None, dropout_p=0.0, rng=None,
                                bool(causal))
 
 
-def attention_backward(dout, cache):
+def attention_backward(dout, cache, datt=None):
     """Gradients of attention_forward with respect to q, k and v.
 
+    ``datt``: an optional upstream gradient (B, H, Tq, Tk) of the weights
+    att_d themselves (the attentions a model returns), from a loss on them;
+    it adds to the one that comes back from out.
+
     Math, undoing the forward steps in reverse:
-        (5)  dv = att_d^T dout,   datt_d = dout v^T
+        (5)  dv = att_d^T dout,   datt_d = dout v^T  (+ datt)
         (4)  datt = dropout_backward(datt_d)
         (3b) datt = datt * seen
         (3)  dscores = softmax_backward(datt) = att * (datt - sum_keys(datt * att))
@@ -188,8 +192,10 @@ def attention_backward(dout, cache):
     """
     q, k, v, att, att_d, drop_cache, softmax_cache, seen, scale, _ = cache
     dv = att_d.swapaxes(-1, -2) @ dout                  # back through (5): v
-    datt = dout @ v.swapaxes(-1, -2)                    # back through (5): att_d
-    datt = dropout_backward(datt, drop_cache)           # back through (4)
+    datt_d = dout @ v.swapaxes(-1, -2)                  # back through (5): att_d
+    if datt is not None:
+        datt_d = datt_d + datt                          # att_d's second use: gradients add
+    datt = dropout_backward(datt_d, drop_cache)         # back through (4)
     if seen is not None:
         datt = datt * seen                              # back through (3b)
     dscores = softmax_backward(datt, softmax_cache)     # back through (3)

@@ -44,6 +44,35 @@ def as_input_ids(where, input_ids, xp, vocab_size):
     return ids
 
 
+def ids_or_embeds(where, input_ids, inputs_embeds, xp, vocab_size, width, dtype):
+    """Exactly one of input_ids (B, T) and inputs_embeds (B, T, C); returns (ids, embeds)."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError(f"{where}: pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None:
+        return as_input_ids(where, input_ids, xp, vocab_size), None
+    if not hasattr(inputs_embeds, "dtype") or inputs_embeds.dtype.kind != "f":
+        raise TypeError(f"{where}: inputs_embeds must be a floating array (B, T, C); got "
+                        f"{getattr(inputs_embeds, 'dtype', type(inputs_embeds).__name__)}")
+    if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != width or inputs_embeds.shape[1] == 0:
+        raise ValueError(f"{where}: inputs_embeds must have shape (B, T, {width}) with T >= 1; "
+                         f"got {tuple(inputs_embeds.shape)}")
+    if inputs_embeds.dtype != dtype:
+        raise TypeError(f"{where}: inputs_embeds must have the model's dtype {dtype}; got "
+                        f"{inputs_embeds.dtype} (cast with .astype)")
+    return None, backend.to_backend(inputs_embeds, "cupy" if xp is not np else "numpy")
+
+
+def check_upstream(where, name, grads, n):
+    """A list of n upstream gradients (None entries allowed) from None or a sequence of n."""
+    if grads is None:
+        return [None] * n
+    grads = list(grads)
+    if len(grads) != n:
+        raise ValueError(f"{where}: {name} must hold {n} arrays (or None entries), one per "
+                         f"returned array; got {len(grads)}")
+    return grads
+
+
 def additive_mask(where, attention_mask, xp, shape, dtype):
     """(B, Tk) 0/1 mask -> (B, 1, 1, Tk) additive: 0 where kept, dtype's most negative where not.
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratchlm import backend
-from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
+from scratchlm.models._inputs import additive_mask, as_ids, check_upstream, ids_or_embeds
 from scratchlm.models.configs import BertConfig
 from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
@@ -60,19 +60,27 @@ class BertEmbeddings(Module):
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps, dtype=dtype)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids, position_ids):
-        x = self.word_embeddings.forward(input_ids)               # (1) (B, T, C)
+    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None):
+        """inputs_embeds (B, T, C), if given, take the place of word_embeddings[input_ids]."""
+        x = self.word_embeddings.forward(input_ids) if inputs_embeds is None \
+            else inputs_embeds.copy()                             # (1) (B, T, C)
+        self._save(inputs_embeds is not None)
         x += self.position_embeddings.forward(position_ids)       # (2)
         x += self.token_type_embeddings.forward(token_type_ids)   # (3)
         x = self.LayerNorm.forward(x)                             # (4)
         return self.dropout.forward(x)                            # (5)
 
     def backward(self, dout):
+        """Fills the tables' gradients; returns the gradient of inputs_embeds, or None."""
+        from_embeds = self._pop_cache()
         dx = self.dropout.backward(dout)                          # back through (5)
         dx = self.LayerNorm.backward(dx)                          # back through (4)
         self.token_type_embeddings.backward(dx)                   # back through (3)
         self.position_embeddings.backward(dx)                     # back through (2)
-        self.word_embeddings.backward(dx)                         # back through (1)
+        if from_embeds:                                           # back through (1)
+            return dx
+        self.word_embeddings.backward(dx)
+        return None
 
 
 class BertEncoder(Module):
@@ -89,14 +97,24 @@ class BertEncoder(Module):
                              std=config.initializer_range, rng=rng, dtype=dtype)
             for _ in range(config.num_hidden_layers)])
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, output_attentions=False):
+        """x (B, T, C) -> (last hidden state, [x, each layer's output], [each layer's attention])."""
+        hidden_states, attentions = [x], []
         for block in self.layer:
-            x = block.forward(x, mask)
-        return x
+            x = block.forward(x, mask, output_attentions=output_attentions)
+            if output_attentions:
+                x, att = x
+                attentions.append(att)
+            hidden_states.append(x)
+        return x, hidden_states, attentions
 
-    def backward(self, dout):
-        for block in reversed(self.layer):
-            dout = block.backward(dout)
+    def backward(self, dout, d_hidden_states, d_attentions):
+        """d_hidden_states: L + 1 upstream gradients (or None) of the returned hidden states,
+        the last one already in dout; d_attentions: L (or None)."""
+        for layer in reversed(range(len(self.layer))):
+            dout = self.layer[layer].backward(dout, d_attentions[layer])
+            if d_hidden_states[layer] is not None:
+                dout = dout + d_hidden_states[layer]    # a returned hidden state: gradients add
         return dout
 
 
@@ -135,22 +153,31 @@ class BertModel(PretrainedMixin, Module):
         self.embeddings = BertEmbeddings(config, rng, dtype)
         self.encoder = BertEncoder(config, rng, dtype)
         self.pooler = BertPooler(config, rng, dtype) if add_pooling_layer else None
+        self.inputs_embeds_grad = None                  # after a backward from inputs_embeds
         self.set_rng(backend.default_rng(seed))
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None,
+                position_ids=None, inputs_embeds=None, output_attentions=False,
+                output_hidden_states=False):
         """Encode a batch.
 
         Args:
-            input_ids: (B, T) ids in [0, V).
+            input_ids: (B, T) ids in [0, V); or, instead,
+            inputs_embeds: (B, T, C) word embeddings in the model's dtype (then
+                backward leaves their gradient in ``self.inputs_embeds_grad``).
             token_type_ids: (B, T) segment ids in [0, type_vocab_size); default 0.
             attention_mask: (B, T) 1 for real tokens, 0 for padding; default all 1.
             position_ids: (B, T); default 0 .. T-1.
+            output_attentions, output_hidden_states: add .attentions (one
+                (B, H, T, T) array per layer) and .hidden_states (the embeddings'
+                output, then each layer's).
         Returns: ModelOutput with .last_hidden_state (B, T, C) and .pooler_output
             (B, C) (None without a pooler).
         """
         where, cfg, xp = f"{type(self).__name__}.forward", self.config, self.xp
-        ids = as_input_ids(where, input_ids, xp, cfg.vocab_size)
-        B, T = ids.shape
+        ids, embeds = ids_or_embeds(where, input_ids, inputs_embeds, xp, cfg.vocab_size,
+                                    cfg.hidden_size, self.dtype)
+        B, T = (ids if embeds is None else embeds).shape[:2]
         if T > cfg.max_position_embeddings:
             raise ValueError(f"{where}: sequence length T={T} exceeds "
                              f"config.max_position_embeddings={cfg.max_position_embeddings}")
@@ -164,19 +191,34 @@ class BertModel(PretrainedMixin, Module):
                               high=cfg.max_position_embeddings)
         mask = additive_mask(where, attention_mask, xp, (B, T), self.dtype)
 
-        x = self.embeddings.forward(ids, token_type_ids, position_ids)  # (1)
-        x = self.encoder.forward(x, mask)               # (2)
+        x = self.embeddings.forward(ids, token_type_ids, position_ids, embeds)  # (1)
+        x, hidden_states, attentions = self.encoder.forward(x, mask, output_attentions)  # (2)
         pooled = self.pooler.forward(x) if self.pooler is not None else None  # (3)
-        self._save(T)
-        return ModelOutput(last_hidden_state=x, pooler_output=pooled)
+        self._save((T, x.shape))
+        return ModelOutput(last_hidden_state=x, pooler_output=pooled,
+                           hidden_states=tuple(hidden_states) if output_hidden_states else None,
+                           attentions=tuple(attentions) if output_attentions else None)
 
-    def backward(self, d_last_hidden_state=None, d_pooler_output=None):
-        """Gradients from the upstream gradients of the two outputs (either may be None)."""
-        if d_last_hidden_state is None and d_pooler_output is None:
-            raise ValueError("BertModel.backward: pass d_last_hidden_state and/or "
-                             "d_pooler_output")
-        T = self._pop_cache()
+    def backward(self, d_last_hidden_state=None, d_pooler_output=None, d_hidden_states=None,
+                 d_attentions=None):
+        """Gradients from the upstream gradients of the outputs (any of them may be None).
+
+        ``d_hidden_states``: L + 1 arrays (or None entries) for .hidden_states,
+        ``d_attentions``: L for .attentions (a loss on those outputs, such as a
+        distillation loss). After a forward with ``inputs_embeds``, their
+        gradient is left in ``self.inputs_embeds_grad``.
+        """
+        where, L = "BertModel.backward", len(self.encoder.layer)
+        dhs = check_upstream(where, "d_hidden_states", d_hidden_states, L + 1)
+        datts = check_upstream(where, "d_attentions", d_attentions, L)
+        if d_last_hidden_state is None and d_pooler_output is None \
+                and all(d is None for d in dhs + datts):
+            raise ValueError("BertModel.backward: pass d_last_hidden_state, d_pooler_output, "
+                             "d_hidden_states and/or d_attentions")
+        T, shape = self._pop_cache()
         dx = d_last_hidden_state
+        if dhs[L] is not None:                          # the last hidden state, returned twice
+            dx = dhs[L] if dx is None else dx + dhs[L]
         if d_pooler_output is not None:
             if self.pooler is None:
                 raise ValueError("BertModel.backward: this model has no pooler; "
@@ -185,8 +227,10 @@ class BertModel(PretrainedMixin, Module):
             dx = dpool if dx is None else dx + dpool    # gradients add at the fork
         elif self.pooler is not None:
             self.pooler.clear_caches()                  # the pooler ran but feeds no loss
-        dx = self.encoder.backward(dx)                  # back through (2)
-        self.embeddings.backward(dx)                    # back through (1)
+        if dx is None:
+            dx = self.xp.zeros(shape, dtype=self.dtype)
+        dx = self.encoder.backward(dx, dhs, datts)      # back through (2)
+        self.inputs_embeds_grad = self.embeddings.backward(dx)  # back through (1)
 
 
 def _classifier_head(config, rng, dtype):
@@ -216,15 +260,23 @@ class _BertWithHead(PretrainedMixin, Module):
     def _build_heads(self, config, rng, dtype):
         raise NotImplementedError
 
-    def _encode(self, input_ids, token_type_ids, attention_mask, position_ids):
-        out = self.bert.forward(input_ids, token_type_ids, attention_mask, position_ids)
-        return out.last_hidden_state, out.pooler_output
+    def _encode(self, input_ids, token_type_ids, attention_mask, position_ids, inputs_embeds,
+                output_attentions, output_hidden_states):
+        """The encoder's output (last hidden state, pooled, and what was asked for)."""
+        return self.bert.forward(input_ids, token_type_ids, attention_mask, position_ids,
+                                 inputs_embeds, output_attentions, output_hidden_states)
+
+    @property
+    def inputs_embeds_grad(self):
+        """After a forward with ``inputs_embeds`` and a backward: their gradient (B, T, C)."""
+        return getattr(self.bert, "inputs_embeds_grad", None)
 
     def _labels(self, name, labels, shape, high, allow=-100):
         return as_ids(f"{type(self).__name__}.forward", name, labels, self.xp, shape=shape,
                       high=high, allow=allow)
 
-    def _backward_encoder(self, d_last_hidden_state=None, d_pooler_output=None):
+    def _backward_encoder(self, d_last_hidden_state=None, d_pooler_output=None,
+                          d_hidden_states=None, d_attentions=None):
         """Back through ``self.bert``, unless every one of its parameters is frozen.
 
         Fine-tuning with a frozen encoder trains the head alone: no encoder
@@ -232,10 +284,11 @@ class _BertWithHead(PretrainedMixin, Module):
         its backward (about two thirds of a training step) is skipped and its
         forward caches are dropped instead.
         """
-        if not any(p.requires_grad for p in self.bert.parameters()):
+        if not any(p.requires_grad for p in self.bert.parameters()) \
+                and self.bert.embeddings._cache is not True:   # (True: from inputs_embeds)
             self.bert.clear_caches()
             return
-        self.bert.backward(d_last_hidden_state, d_pooler_output)
+        self.bert.backward(d_last_hidden_state, d_pooler_output, d_hidden_states, d_attentions)
 
     def _need_loss(self):
         """What the last training forward saved (True: it computed a loss); an error if none."""
@@ -295,10 +348,13 @@ class BertForPreTraining(_BertWithHead):
                                            std=config.initializer_range, rng=rng, dtype=dtype)
         self.mlm_loss_fn, self.nsp_loss_fn = CrossEntropyLoss(), CrossEntropyLoss()
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                labels=None, next_sentence_label=None):
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None,
+                position_ids=None, labels=None, next_sentence_label=None, inputs_embeds=None,
+                output_attentions=False, output_hidden_states=False):
         """labels (B, T): MLM targets, -100 where not masked; next_sentence_label (B,): 0 = is next."""
-        x, pooled = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
+                           inputs_embeds, output_attentions, output_hidden_states)
+        x, pooled = enc.last_hidden_state, enc.pooler_output
         B, T = x.shape[:2]
         labels = self._labels("labels", labels, (B, T), self.config.vocab_size)
         nsl = self._labels("next_sentence_label", next_sentence_label, (B,), 2)
@@ -311,15 +367,16 @@ class BertForPreTraining(_BertWithHead):
             loss = mlm_loss + nsp_loss                             # (5)
         self._save(loss is not None)
         return ModelOutput(loss=loss, prediction_logits=prediction_logits,
-                           seq_relationship_logits=nsp_logits)
+                           seq_relationship_logits=nsp_logits,
+                           hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
         self._need_loss()
         dpred = self.mlm_loss_fn.backward(dloss)                  # back through (5), (3)
         dnsp = self.nsp_loss_fn.backward(dloss)                   # back through (5), (4)
         dpooled = self.cls.seq_relationship.backward(dnsp)        # back through (2)
         dx = self.cls.predictions.backward(dpred)                 # back through (1)
-        self._backward_encoder(dx, dpooled)
+        self._backward_encoder(dx, dpooled, d_hidden_states, d_attentions)
 
 
 class BertForMaskedLM(_BertWithHead):
@@ -333,22 +390,27 @@ class BertForMaskedLM(_BertWithHead):
             config, self.bert.embeddings.word_embeddings, rng, dtype)
         self.loss_fn = CrossEntropyLoss()
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                labels=None):
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None,
+                position_ids=None, labels=None, inputs_embeds=None,
+                output_attentions=False, output_hidden_states=False):
         """labels (B, T): original ids at masked positions, -100 elsewhere."""
-        x, _ = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
+                           inputs_embeds, output_attentions, output_hidden_states)
+        x, _ = enc.last_hidden_state, enc.pooler_output
         labels = self._labels("labels", labels, x.shape[:2], self.config.vocab_size)
         logits = self.cls.predictions.forward(x)                  # (1)
         loss = None
         if labels is not None:
             loss = self.loss_fn.forward(logits, labels)             # (2)
         self._save(loss is not None)
-        return ModelOutput(loss=loss, logits=logits)
+        return ModelOutput(loss=loss, logits=logits,
+                           hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
         self._need_loss()
         dlogits = self.loss_fn.backward(dloss)                    # back through (2)
-        self._backward_encoder(self.cls.predictions.backward(dlogits))  # back through (1)
+        dx = self.cls.predictions.backward(dlogits)               # back through (1)
+        self._backward_encoder(dx, None, d_hidden_states, d_attentions)
 
 
 class BertForNextSentencePrediction(_BertWithHead):
@@ -360,23 +422,27 @@ class BertForNextSentencePrediction(_BertWithHead):
                                            std=config.initializer_range, rng=rng, dtype=dtype)
         self.loss_fn = CrossEntropyLoss()
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                labels=None):
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None,
+                position_ids=None, labels=None, inputs_embeds=None,
+                output_attentions=False, output_hidden_states=False):
         """labels (B,): 0 when sentence B follows sentence A, 1 when it is random."""
-        _, pooled = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
+                           inputs_embeds, output_attentions, output_hidden_states)
+        _, pooled = enc.last_hidden_state, enc.pooler_output
         labels = self._labels("labels", labels, (pooled.shape[0],), 2)
         logits = self.cls.seq_relationship.forward(pooled)        # (1)
         loss = None
         if labels is not None:
             loss = self.loss_fn.forward(logits, labels)             # (2)
         self._save(loss is not None)
-        return ModelOutput(loss=loss, logits=logits)
+        return ModelOutput(loss=loss, logits=logits,
+                           hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
         self._need_loss()
         dpooled = self.cls.seq_relationship.backward(
             self.loss_fn.backward(dloss))                         # back through (2), (1)
-        self._backward_encoder(None, dpooled)
+        self._backward_encoder(None, dpooled, d_hidden_states, d_attentions)
 
 
 class BertForSequenceClassification(_BertWithHead):
@@ -386,10 +452,13 @@ class BertForSequenceClassification(_BertWithHead):
         self.dropout, self.classifier = _classifier_head(config, rng, dtype)
         self.loss_fn = CrossEntropyLoss()
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                labels=None):
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None,
+                position_ids=None, labels=None, inputs_embeds=None,
+                output_attentions=False, output_hidden_states=False):
         """labels (B,) in [0, num_labels): cross-entropy over the classes."""
-        _, pooled = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
+                           inputs_embeds, output_attentions, output_hidden_states)
+        _, pooled = enc.last_hidden_state, enc.pooler_output
         if labels is not None and self.config.num_labels == 1:
             raise ValueError("BertForSequenceClassification.forward: num_labels=1 "
                              "(regression) is not supported; use num_labels >= 2")
@@ -400,12 +469,14 @@ class BertForSequenceClassification(_BertWithHead):
         if labels is not None:
             loss = self.loss_fn.forward(logits, labels)             # (3)
         self._save(loss is not None)
-        return ModelOutput(loss=loss, logits=logits)
+        return ModelOutput(loss=loss, logits=logits,
+                           hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
         self._need_loss()
         dh = self.classifier.backward(self.loss_fn.backward(dloss))  # back through (3), (2)
-        self._backward_encoder(None, self.dropout.backward(dh))   # back through (1)
+        dpooled = self.dropout.backward(dh)                       # back through (1)
+        self._backward_encoder(None, dpooled, d_hidden_states, d_attentions)
 
 
 class BertForTokenClassification(_BertWithHead):
@@ -417,10 +488,13 @@ class BertForTokenClassification(_BertWithHead):
         self.dropout, self.classifier = _classifier_head(config, rng, dtype)
         self.loss_fn = CrossEntropyLoss()
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                labels=None):
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None,
+                position_ids=None, labels=None, inputs_embeds=None,
+                output_attentions=False, output_hidden_states=False):
         """labels (B, T) in [0, num_labels), -100 where ignored (padding, later sub-words)."""
-        x, _ = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
+                           inputs_embeds, output_attentions, output_hidden_states)
+        x, _ = enc.last_hidden_state, enc.pooler_output
         labels = self._labels("labels", labels, x.shape[:2], self.config.num_labels)
         h = self.dropout.forward(x)                               # (1)
         logits = self.classifier.forward(h)                       # (2) (B, T, num_labels)
@@ -428,12 +502,14 @@ class BertForTokenClassification(_BertWithHead):
         if labels is not None:
             loss = self.loss_fn.forward(logits, labels)             # (3)
         self._save(loss is not None)
-        return ModelOutput(loss=loss, logits=logits)
+        return ModelOutput(loss=loss, logits=logits,
+                           hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
         self._need_loss()
         dh = self.classifier.backward(self.loss_fn.backward(dloss))  # back through (3), (2)
-        self._backward_encoder(self.dropout.backward(dh))          # back through (1)
+        dx = self.dropout.backward(dh)                            # back through (1)
+        self._backward_encoder(dx, None, d_hidden_states, d_attentions)
 
 
 class BertForQuestionAnswering(_BertWithHead):
@@ -446,14 +522,17 @@ class BertForQuestionAnswering(_BertWithHead):
                                  rng=rng, dtype=dtype)
         self.start_loss_fn, self.end_loss_fn = CrossEntropyLoss(), CrossEntropyLoss()
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                start_positions=None, end_positions=None):
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None,
+                position_ids=None, start_positions=None, end_positions=None, inputs_embeds=None,
+                output_attentions=False, output_hidden_states=False):
         """start_positions, end_positions (B,): answer span; loss = (CE_start + CE_end) / 2.
 
         As transformers does, positions outside [0, T) are clamped to T and ignored.
         """
         where = "BertForQuestionAnswering.forward"
-        x, _ = self._encode(input_ids, token_type_ids, attention_mask, position_ids)
+        enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
+                           inputs_embeds, output_attentions, output_hidden_states)
+        x, _ = enc.last_hidden_state, enc.pooler_output
         B, T = x.shape[:2]
         logits = self.qa_outputs.forward(x)                       # (1) (B, T, 2)
         start_logits = logits[..., 0]                             # (2) (B, T) views
@@ -472,12 +551,14 @@ class BertForQuestionAnswering(_BertWithHead):
                                               ignore_index=T))    # (3)
             loss = (losses[0] + losses[1]) / 2                    # (4)
         self._save(loss is not None)
-        return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+        return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                           hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0):
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
         self._need_loss()
         half = 0.5 * dloss                                        # back through (4)
         dstart = self.start_loss_fn.backward(half)                # back through (3)
         dend = self.end_loss_fn.backward(half)
         dlogits = self.xp.stack([dstart, dend], axis=-1)          # back through (2)
-        self._backward_encoder(self.qa_outputs.backward(dlogits))  # back through (1)
+        dx = self.qa_outputs.backward(dlogits)                    # back through (1)
+        self._backward_encoder(dx, None, d_hidden_states, d_attentions)

@@ -17,6 +17,10 @@ class ModelOutput:
     prediction_logits, seq_relationship_logits: BertForPreTraining.
     start_logits, end_logits: BertForQuestionAnswering.
     last_hidden_state, pooler_output: BertModel.
+    hidden_states: with output_hidden_states=True, a tuple of L + 1 (B, T, C)
+        arrays: the embeddings' output, then each layer's (GPT's last after ln_f).
+    attentions: with output_attentions=True, a tuple of L (B, H, T, T) arrays,
+        each layer's attention probabilities (after dropout, as transformers).
     """
 
     loss: Array | None = None
@@ -27,6 +31,8 @@ class ModelOutput:
     end_logits: Array | None = None
     last_hidden_state: Array | None = None
     pooler_output: Array | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
 
     def __getitem__(self, key):
         return getattr(self, key)

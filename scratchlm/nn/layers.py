@@ -298,8 +298,13 @@ class MultiHeadSelfAttention(Module):
             return True
         return Tk > BLOCKWISE_FROM and p == 0
 
-    def forward(self, x, mask=None, kv_cache=None):
-        """x (B, T, C), mask as in functional.attention, kv_cache for decoding -> (B, T, C)."""
+    def forward(self, x, mask=None, kv_cache=None, output_attentions=False):
+        """x (B, T, C), mask as in functional.attention, kv_cache for decoding -> (B, T, C).
+
+        ``output_attentions``: also return the attention weights (B, H, T, Tk)
+        (after dropout, as transformers returns them): (y, att). The
+        blockwise path keeps no weights, so that forward keeps every score.
+        """
         C, H = self.n_embd, self.n_head
         qkv = self.c_attn.forward(x)                    # (1) (B, T, 3C)
         q = F.split_heads(qkv[..., :C], H)              # (2) (B, H, T, D) views
@@ -309,18 +314,19 @@ class MultiHeadSelfAttention(Module):
             k, v = kv_cache.append(k, v)
         p = self.attn_pdrop if self.training else 0.0
         K = table(q)
-        if self._blockwise(K, k.shape[2], p):           # (3) every score, or blocks of them
+        if not output_attentions and self._blockwise(K, k.shape[2], p):  # (3) every score,
             a, att_cache = K.attention_forward_blockwise(q, k, v, causal=self.causal,
                                                          mask=mask, block_size=self.block_size)
-        else:
+        else:                                           #     or blocks of them
             a, att_cache = K.attention_forward(q, k, v, causal=self.causal, mask=mask,
                                                dropout_p=p, rng=self.rng)
         y = self.c_proj.forward(F.merge_heads(a))       # (4) (B, T, C)
         y = self.resid_dropout.forward(y)               # (5)
         self._save(att_cache)
-        return y
+        return (y, att_cache.att_dropped) if output_attentions else y
 
-    def backward(self, dout):
+    def backward(self, dout, datt=None):
+        """dout (B, T, C) -> dx; ``datt``: an upstream gradient of the returned weights."""
         C, H = self.n_embd, self.n_head
         att_cache = self._pop_cache()
         dy = self.resid_dropout.backward(dout)          # back through (5)
@@ -330,7 +336,7 @@ class MultiHeadSelfAttention(Module):
         heads = (F.split_heads(dqkv[..., :C], H),       # gradient goes to its slot of the
                  F.split_heads(dqkv[..., C:2 * C], H),  # fused qkv
                  F.split_heads(dqkv[..., 2 * C:], H))
-        grads = table(da).attention_backward(da, att_cache)   # back through (3)
+        grads = table(da).attention_backward(da, att_cache, datt)   # back through (3)
         for slot, g in zip(heads, grads):
             slot[...] = g
         return self.c_attn.backward(dqkv)               # back through (1)
@@ -384,31 +390,37 @@ class TransformerBlock(Module):
         self.mlp = FeedForward(n_embd, n_inner, activation, pdrop=resid_pdrop, std=std,
                                proj_std=proj_std, rng=rng, dtype=dtype)
 
-    def forward(self, x, mask=None, kv_cache=None):
+    def forward(self, x, mask=None, kv_cache=None, output_attentions=False):
+        """x (B, T, C) -> (B, T, C); with ``output_attentions``, (out, attention weights)."""
+        h = self.ln_1.forward(x) if self.pre_ln else x
+        if output_attentions:                           # (1) attn(ln_1(x)), or attn(x)
+            a, att = self.attn.forward(h, mask, kv_cache, output_attentions=True)
+        else:
+            a, att = self.attn.forward(h, mask, kv_cache), None
         if self.pre_ln:
-            a = self.attn.forward(self.ln_1.forward(x), mask, kv_cache)  # (1)
             a += x                                      # (2) residual: x + attn(ln_1(x))
             m = self.mlp.forward(self.ln_2.forward(a))  # (3)
             m += a                                      # (4) residual: a + mlp(ln_2(a))
-            return m
-        a = self.attn.forward(x, mask, kv_cache)        # (1)
+            return (m, att) if output_attentions else m
         a += x                                          # (2) residual
         a = self.ln_1.forward(a)                        # (3)
         m = self.mlp.forward(a)                         # (4)
         m += a                                          # (5) residual
-        return self.ln_2.forward(m)                     # (6)
+        out = self.ln_2.forward(m)                      # (6)
+        return (out, att) if output_attentions else out
 
-    def backward(self, dout):
+    def backward(self, dout, datt=None):
+        """dout (B, T, C) -> dx; ``datt``: an upstream gradient of the attention weights."""
         if self.pre_ln:
             dm = self.ln_2.backward(self.mlp.backward(dout))  # back through (3)
             dm += dout                                  # back through (4): gradients add at the fork
-            dx = self.ln_1.backward(self.attn.backward(dm))   # back through (1)
+            dx = self.ln_1.backward(self.attn.backward(dm, datt))   # back through (1)
             dx += dm                                    # back through (2): gradients add at the fork
             return dx
         ds = self.ln_2.backward(dout)                   # back through (6)
         da = self.mlp.backward(ds)                      # back through (4)
         da += ds                                        # back through (5): gradients add at the fork
         ds = self.ln_1.backward(da)                     # back through (3)
-        dx = self.attn.backward(ds)                     # back through (1)
+        dx = self.attn.backward(ds, datt)               # back through (1)
         dx += ds                                        # back through (2): gradients add at the fork
         return dx

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scratchlm.functional import (
@@ -12,7 +12,7 @@ from scratchlm.functional import (
 )
 from strategies import (
     MASK_KINDS, MAX_SIDE, arrays, assert_all_float32, assert_gradients, assert_unchanged,
-    attention_case, no_float_warnings, seeds, sides,
+    attention_case, fixed_attention_case, no_float_warnings, seeds, sides,
 )
 
 
@@ -83,6 +83,11 @@ def test_attention_gradients(mask_kind, data):
 
 
 @given(any_mask_case(), st.floats(0.05, 0.9), seeds)
+@example(case=fixed_attention_case(B=2, Tq=3, Tk=1), p=0.0, mask_seed=0)          # one key
+@example(case=fixed_attention_case(Tq=1, Tk=1, causal=True), p=0.5, mask_seed=1)
+@example(case=fixed_attention_case(B=2, Tq=2, Tk=1, mask=np.array([[True], [False]])),
+         p=0.0, mask_seed=2)                            # one key, masked in batch row 1
+@example(case=fixed_attention_case(H=2, Tq=2, Tk=3, q_scale=0.0), p=0.0, mask_seed=3)  # uniform
 def test_attention_gradients_with_dropout_and_a_fixed_seed(case, p, mask_seed):
     q, k, v, mask, causal, seed = case
 

@@ -135,7 +135,7 @@ def _future_is_zero(att, blocks):
     return not any(att[..., i0:i1, kend:].any() for i0, i1, kend in blocks if kend < att.shape[-1])
 
 
-def attention_backward_fast(dout, cache, out=None):
+def attention_backward_fast(dout, cache, out=None, datt=None):
     """attention_backward in row blocks and head groups over the threads (tested equal).
 
     The scores' gradient and dq go by blocks of query rows, as the forward.
@@ -144,15 +144,16 @@ def attention_backward_fast(dout, cache, out=None):
     each from the rows that may see it; otherwise every block takes every
     key. ``out``: optional (dq, dk, dv) arrays (or views, such as the head
     views of a fused (B, T, 3C) gradient) to write into. With dropout on the
-    weights this is attention_backward. The weights used are ``att_dropped``
+    weights, or an upstream gradient ``datt`` of the weights themselves,
+    this is attention_backward. The weights used are ``att_dropped``
     (= att with no dropout): rows that see no key are zeros there, so their
     gradients are zeros, as attention_backward's.
     Returns: dq, dk, dv
     """
     q, k, v, att = cache.q, cache.k, cache.v, cache.att_dropped
     scale = cache.scale
-    if cache.dropout.keep is not None or get_array_module(dout) is not np:
-        grads = attention_backward(dout, cache)
+    if cache.dropout.keep is not None or datt is not None or get_array_module(dout) is not np:
+        grads = attention_backward(dout, cache, datt)
         if out is None:
             return grads
         for o, g in zip(out, grads):
@@ -363,8 +364,14 @@ def attention_backward_blockwise(dout, cache):
     return dq, dk, dv
 
 
-def attention_backward_any(dout, cache):
-    """The backward of either CPU forward: blockwise for a BlockwiseAttentionCache, else fast."""
+def attention_backward_any(dout, cache, datt=None):
+    """The backward of either CPU forward: blockwise for a BlockwiseAttentionCache, else fast.
+
+    ``datt`` as attention_backward's (the blockwise forward returns no weights, so none).
+    """
     if isinstance(cache, BlockwiseAttentionCache):
+        if datt is not None:
+            raise ValueError("attention_backward: the blockwise forward keeps no weights, so "
+                             "it takes no gradient of them (datt)")
         return attention_backward_blockwise(dout, cache)
-    return attention_backward_fast(dout, cache)
+    return attention_backward_fast(dout, cache, datt=datt)
