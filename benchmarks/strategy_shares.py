@@ -1,6 +1,6 @@
 """How often do the test strategies draw a trivial case?
 
-    python benchmarks/strategy_shares.py                         # tests/strategies.py, both profiles
+    python benchmarks/strategy_shares.py                 # tests/strategies.py, both profiles
     python benchmarks/strategy_shares.py --draws 2000 --profile ci
     python benchmarks/strategy_shares.py --strategies /path/to/strategies.py
 
@@ -56,8 +56,8 @@ def constant_slice(x, axis) -> bool:
     return x.size > 0 and bool(np.any(np.ptp(x, axis=axis) == 0))
 
 
-def rows_seeing_two_keys(q, k, mask, causal):
-    """How many query rows see at least two keys (the softmax has something to do)."""
+def keys_seen(q, k, mask, causal):
+    """(B, H, Tq, Tk) bool: which keys each query row sees, after the mask and the causal rule."""
     B, H, Tq, _ = q.shape
     Tk = k.shape[2]
     keep = np.ones((B, H, Tq, Tk), dtype=bool)
@@ -66,20 +66,19 @@ def rows_seeing_two_keys(q, k, mask, causal):
         keep &= np.isfinite(m) if m.dtype.kind == "f" else (m != 0)
     if causal:
         keep &= np.tri(Tq, Tk, Tk - Tq, dtype=bool)
-    return int((keep.sum(-1) >= 2).sum())
+    return keep
 
 
-def fully_masked_rows(q, k, mask, causal):
-    """Whether some query row sees no key at all (a case the attention strategy draws on purpose)."""
-    B, H, Tq, _ = q.shape
-    Tk = k.shape[2]
-    keep = np.ones((B, H, Tq, Tk), dtype=bool)
-    if mask is not None:
-        m = mask[:, None, None, :] if mask.ndim == 2 else mask
-        keep &= np.isfinite(m) if m.dtype.kind == "f" else (m != 0)
-    if causal:
-        keep &= np.tri(Tq, Tk, Tk - Tq, dtype=bool)
-    return bool((~keep.any(-1)).any())
+def no_row_sees_two_keys(case) -> bool:
+    """Every query row sees at most one key: softmax is 1 or 0 everywhere, dq = dk = 0."""
+    q, k, _, mask, causal = case[:5]
+    return not (keys_seen(q, k, mask, causal).sum(-1) >= 2).any()
+
+
+def fully_masked_row(case) -> bool:
+    """Some query row sees no key at all (drawn on purpose by the attention strategy)."""
+    q, k, _, mask, causal = case[:5]
+    return bool((~keys_seen(q, k, mask, causal).any(-1)).any())
 
 
 def measures(module):
@@ -129,10 +128,10 @@ def measures(module):
     for kind in MASK_KINDS:
         out.append((f"attention_case({kind!r})", m.attention_case(kind), {
             "single key (Tk = 1)": lambda c: c[1].shape[2] < 2,
-            "no row sees 2 keys": lambda c: rows_seeing_two_keys(c[0], c[1], c[3], c[4]) == 0,
+            "no row sees 2 keys": no_row_sees_two_keys,
             "q, k or v constant": lambda c: constant(c[0], c[1], c[2]),
         }, {} if kind == "none" else {
-            "a fully masked row": lambda c: fully_masked_rows(c[0], c[1], c[3], c[4]),
+            "a fully masked row": fully_masked_row,
         }))
     return out
 

@@ -7,6 +7,9 @@ Subcommands:
     finetune    fine-tune a BERT for classification, NER or extractive QA
     predict     run a fine-tuned model on new text
     bench       scratchlm against PyTorch: throughput, MFU, memory; per-op profile
+    distill     teach a smaller student from a frozen teacher (DistilBERT's loss)
+    cost        parameters, FLOPs, memory and a measured step's MFU
+    explain     attention maps, rollout, saliency and integrated gradients, as pictures
 """
 
 from __future__ import annotations
@@ -472,6 +475,410 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+# --- explain -----------------------------------------------------------------------
+
+# The architectures `scratchlm explain` reads, and what it explains of each.
+EXPLAINED = {"GPT2LMHeadModel": "gpt", "BertForSequenceClassification": "classify",
+             "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm"}
+
+
+def _explain_load(directory, dtype):
+    """(kind, model, tokenizer) of a model directory: kind "gpt", "classify" or "mlm"."""
+    import warnings  # noqa: PLC0415
+
+    from scratchlm.models import (  # noqa: PLC0415
+        GPT, BertForMaskedLM, BertForSequenceClassification)
+
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--model: no config.json in {directory}")
+    with open(path, encoding="utf-8") as f:
+        architectures = json.load(f).get("architectures") or []
+    arch = next((a for a in architectures if a in EXPLAINED), None)
+    if arch is None:
+        raise ValueError(f"--model: {path} has architectures {architectures}; explain works "
+                         f"for {sorted(EXPLAINED)}")
+    kind = EXPLAINED[arch]
+    cls = {"gpt": GPT, "classify": BertForSequenceClassification, "mlm": BertForMaskedLM}[kind]
+    with warnings.catch_warnings():
+        if arch == "BertForPreTraining":            # the MLM head alone: NSP head and pooler unused
+            warnings.filterwarnings("ignore", message=".*not used by BertForMaskedLM")
+        model = cls.from_pretrained(directory, dtype=dtype)
+    return kind, model, _load_tokenizer(directory)
+
+
+def _explain_target(kind, model, tok, target):
+    """The id of --target: a label (name or index) of a classifier, else a token."""
+    if kind == "classify":
+        label2id = {v: k for k, v in model.config.id2label.items()}
+        if target in label2id:
+            return label2id[target]
+        if target.isdigit() and int(target) < model.config.num_labels:
+            return int(target)
+        raise ValueError(f"--target: {target!r} is none of the labels "
+                         f"{list(label2id)} (or their indices)")
+    vocab = tok.get_vocab()
+    if target in vocab:
+        return vocab[target]
+    ids = tok.encode(target, add_special_tokens=False)
+    if len(ids) != 1 or ids[0] == tok.unk_token_id:
+        raise ValueError(f"--target: {target!r} is not one token of the vocabulary (it "
+                         f"encodes to {tok.convert_ids_to_tokens(ids)})")
+    return ids[0]
+
+
+def _explain_pictures(draw, out, name, *args, **kwargs):
+    """Write out/name.html, and out/name.png where matplotlib is installed; the paths."""
+    import importlib.util  # noqa: PLC0415
+
+    paths = [draw(*args, os.path.join(out, name + ".html"), **kwargs)]
+    if importlib.util.find_spec("matplotlib") is not None:
+        paths.append(draw(*args, os.path.join(out, name + ".png"), **kwargs))
+    return paths
+
+
+def _cmd_explain(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm import backend, explain  # noqa: PLC0415
+    from scratchlm.generate import generate  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)
+    if not os.path.isdir(args.model):
+        raise FileNotFoundError(f"--model: no such directory: {args.model}")
+    kind, model, tok = _explain_load(args.model, args.dtype)
+    if args.text_pair is not None and kind != "classify":
+        raise ValueError("--text-pair: only for a sequence classifier")
+    if kind == "gpt":
+        ids = tok.encode(args.text)
+        if not ids:
+            raise ValueError("--text: the text encodes to no tokens")
+        inputs = {"input_ids": np.asarray([ids], dtype=np.int64)}
+        tokens = [tok.decode([i]) for i in ids]
+    else:
+        inputs = {k: v for k, v in tok(args.text, args.text_pair, return_tensors="np").items()
+                  if k in ("input_ids", "attention_mask", "token_type_ids")}
+        ids = inputs["input_ids"][0].tolist()
+        tokens = tok.convert_ids_to_tokens(ids)
+    position = None
+    if kind == "mlm":
+        if tok.mask_token_id not in ids:
+            raise ValueError(f"--text: a masked LM explains the token at {tok.mask_token}; "
+                             f"put {tok.mask_token} in the text")
+        position = ids.index(tok.mask_token_id)
+    elif kind == "gpt":
+        position = len(ids) - 1
+
+    out = model(**inputs, output_attentions=True)           # eval mode: no dropout
+    logits = backend.to_numpy(out.logits)[0]
+    logits = logits if position is None else logits[position]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    top = np.argsort(-probs)[:5]
+    target = int(top[0]) if args.target is None else _explain_target(kind, model, tok, args.target)
+
+    def name(i):
+        """A class's label, or a token as the vocabulary (BERT) or the text (GPT) writes it."""
+        if kind == "classify":
+            return model.config.id2label[i]
+        return repr(tok.decode([i])) if kind == "gpt" else tok.convert_ids_to_tokens([i])[0]
+
+    where = {"classify": "the sequence", "mlm": f"{tok.mask_token} at position {position}",
+             "gpt": "the next token"}[kind]
+    print(f"{type(model).__name__}: {len(out.attentions)} layers x "
+          f"{out.attentions[0].shape[1]} heads; {len(tokens)} tokens: {' '.join(tokens)}")
+    print(f"prediction for {where}: " + ", ".join(f"{name(int(i))} {probs[i]:.3f}" for i in top))
+    print(f"explaining: {name(target)} (probability {probs[target]:.3f})")
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+
+    if args.method in ("ig", "saliency"):
+        if args.method == "ig":
+            keep = None if kind == "gpt" else [tok.cls_token_id, tok.sep_token_id,
+                                               tok.mask_token_id]
+            attr = explain.integrated_gradients(
+                model, inputs, target, n_steps=args.n_steps, method=args.integration,
+                position=position, keep_ids=[i for i in keep or [] if i is not None] or None,
+                internal_batch_size=args.batch_size)
+            title = f"Integrated gradients of the logit of {name(target)}"
+        else:
+            attr = explain.saliency(model, inputs, target, position=position)
+            title = f"Saliency (gradient x input) of the logit of {name(target)}"
+        print(f"\n{'token':<16} {'attribution':>12}")
+        for t, a in zip(tokens, attr[0]):
+            print(f"{t:<16} {a:>+12.4f}")
+        print(f"sum {attr[0].sum():+.6f}; logit F(x) = {attr.score[0]:.6f}", end="")
+        if attr.delta is not None:
+            print(f", F(baseline) = {attr.baseline_score[0]:.6f}, delta = sum - (F(x) - "
+                  f"F(baseline)) = {attr.delta[0]:.2e} ({args.n_steps} steps, "
+                  f"{args.integration})")
+        else:
+            print()
+        written += _explain_pictures(explain.plot_attributions, args.out, args.method, tokens,
+                                     attr, title=title)
+        report = {"method": args.method, "target": name(target), "target_id": target,
+                  "position": position, "tokens": tokens,
+                  "attributions": [float(a) for a in attr[0]], "score": float(attr.score[0])}
+        if attr.delta is not None:
+            report.update(baseline_score=float(attr.baseline_score[0]),
+                          delta=float(attr.delta[0]), n_steps=args.n_steps,
+                          integration=args.integration)
+        path = os.path.join(args.out, f"{args.method}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1, ensure_ascii=False)
+        written.append(path)
+    elif args.method == "rollout":
+        rollout = explain.attention_rollout(out.attentions)[0]       # (T, T)
+        row = rollout[0 if position is None else position]
+        print(f"\nattention rollout of position {0 if position is None else position} "
+              f"({tokens[0 if position is None else position]}):")
+        for t, r in zip(tokens, row):
+            print(f"{t:<16} {r:>8.4f}")
+        written += _explain_pictures(explain.plot_attributions, args.out, "rollout", tokens,
+                                     row, title="Attention rollout: the share of each input "
+                                     f"token in position {0 if position is None else position}")
+        written += _explain_pictures(explain.plot_attention_map, args.out, "rollout_map",
+                                     rollout, tokens, title="Attention rollout (all positions)")
+    else:
+        stats = explain.head_statistics(out.attentions, tokens, inputs.get("attention_mask"))
+        print("\n" + stats.table())
+        path = os.path.join(args.out, "head_statistics.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(stats.as_dict(), f, indent=1)
+        written.append(path)
+        L = len(out.attentions)
+        layer = args.layer % L if -L <= args.layer < L else None
+        if layer is None or args.head >= out.attentions[0].shape[1]:
+            raise ValueError(f"--layer/--head: the model has {L} layers and "
+                             f"{out.attentions[0].shape[1]} heads; got {args.layer}, {args.head}")
+        written += _explain_pictures(explain.plot_attention_grid, args.out, "attention_grid",
+                                     out.attentions, tokens)
+        att = backend.to_numpy(out.attentions[layer])[0, args.head]
+        written += _explain_pictures(explain.plot_attention_map, args.out, "attention_head",
+                                     att, tokens, title=f"Layer {layer}, head {args.head}")
+        room = model.config.n_positions - len(ids) if kind == "gpt" else 0
+        if kind == "gpt" and min(args.max_new_tokens, room) > 0:
+            seq = backend.to_numpy(generate(model, inputs["input_ids"],
+                                            min(args.max_new_tokens, room), do_sample=False))
+            seq_tokens = [tok.decode([i]) for i in seq[0].tolist()]
+            print(f"\ngenerated (greedy): {tok.decode(seq[0].tolist())!r}")
+            gen = model(input_ids=seq, output_attentions=True)
+            written += _explain_pictures(explain.plot_generation_attention, args.out,
+                                         "generation", gen.attentions, seq_tokens, len(ids))
+    print("\nwrote " + ", ".join(written))
+    return 0
+
+
+# --- distill and cost --------------------------------------------------------------
+
+# The task a teacher directory's architecture is distilled on.
+DISTILLED = {"GPT2LMHeadModel": "clm", "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm",
+             "BertForSequenceClassification": "classify"}
+# The flags a distillation run keeps in distill_args.json (--resume reads them back).
+DISTILL_SETTINGS = ("teacher", "student_layers", "student_n_layer", "from_scratch",
+                    "temperature", "alpha_ce", "alpha_mlm", "alpha_clm", "alpha_task",
+                    "alpha_cos", "alpha_mse", "restrict_ce_to_mask", "text", "train", "eval",
+                    "block_size", "max_length", "batch_size", "max_steps", "lr",
+                    "warmup_steps", "weight_decay", "eval_interval", "eval_batches", "seed")
+
+
+def _distill_teacher(directory):
+    """(task, teacher in eval mode) of a model directory, by its architecture."""
+    import warnings  # noqa: PLC0415
+
+    from scratchlm.distill import STUDENT_CLASS  # noqa: PLC0415
+
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--teacher: no config.json in {directory}")
+    with open(path, encoding="utf-8") as f:
+        architectures = json.load(f).get("architectures") or []
+    arch = next((a for a in architectures if a in DISTILLED), None)
+    if arch is None:
+        raise ValueError(f"--teacher: {path} has architectures {architectures}; distill "
+                         f"works for {sorted(DISTILLED)}")
+    task = DISTILLED[arch]
+    with warnings.catch_warnings():
+        if arch == "BertForPreTraining":            # the MLM head alone: no NSP head, no pooler
+            warnings.filterwarnings("ignore", message=".*not used by BertForMaskedLM")
+        teacher = STUDENT_CLASS[task].from_pretrained(directory)
+    return task, teacher
+
+
+def _distill_data(task, s, teacher, tok):
+    """Train batches and the fixed evaluation batches of the task."""
+    from scratchlm import distill  # noqa: PLC0415
+    from scratchlm.data import builtin_corpus  # noqa: PLC0415
+
+    if task == "classify":
+        if not (s.train and s.eval):
+            raise ValueError("a classifier teacher needs --train and --eval task files (the "
+                             "files scratchlm finetune reads)")
+        for path, flag in ((s.train, "--train"), (s.eval, "--eval")):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{flag}: no such file: {path}")
+        max_length = min(s.max_length or 128, teacher.config.max_position_embeddings)
+        return distill.classify_batches(tok, s.train, s.eval, teacher.config.label2id,
+                                        max_length, s.batch_size, s.seed)
+    text = _read_text(s.text) if s.text else builtin_corpus()
+    n_pos = teacher.config.n_positions if task == "clm" else \
+        teacher.config.max_position_embeddings
+    block = min(s.block_size or 128, n_pos)
+    make = distill.clm_batches if task == "clm" else distill.mlm_batches
+    return make(tok, text, block, s.batch_size, s.seed, s.eval_batches)
+
+
+def _distill_metrics(task):
+    """The Trainer's metrics_fn: accuracy at the counted targets (mlm, classify)."""
+    if task == "clm":
+        return None
+    from scratchlm import to_numpy  # noqa: PLC0415
+
+    def metrics(batch, output):
+        labels = batch["labels"]
+        counted = labels != -100
+        pred = to_numpy(output.logits).argmax(-1)
+        name = "mlm_accuracy" if task == "mlm" else "accuracy"
+        return {name: float((pred == labels)[counted].mean()) if counted.any()
+                else float("nan")}
+
+    return metrics
+
+
+def _cmd_distill(args) -> int:
+    import dataclasses  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from scratchlm import backend, distill  # noqa: PLC0415
+    from scratchlm.train import TrainingArguments, plot_losses  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)
+    out = args.out
+    run_path = os.path.join(out, "distill_args.json")
+    settings = {k: getattr(args, k) for k in DISTILL_SETTINGS}
+    if args.resume:
+        if not os.path.exists(run_path):
+            raise FileNotFoundError(f"--resume: no run to resume in {out} ({run_path} is missing)")
+        with open(run_path) as f:
+            saved = json.load(f)
+        if os.path.abspath(saved["teacher"]) != os.path.abspath(args.teacher):
+            raise ValueError(f"--resume: the run in {out} was distilled from "
+                             f"{saved['teacher']}; got --teacher {args.teacher}")
+        # A resumed run keeps its settings; only a longer --max-steps may change.
+        settings = {**saved, "max_steps": max(saved["max_steps"], args.max_steps)}
+    s = argparse.Namespace(**settings)
+    task, teacher = _distill_teacher(s.teacher)
+    tok = _load_tokenizer(s.teacher)
+    layers = None
+    if s.student_layers:
+        try:
+            layers = [int(i) for i in s.student_layers.split(",")]
+        except ValueError:
+            raise ValueError(f"--student-layers: expected comma-separated layer indices such "
+                             f"as 0,2,4; got {s.student_layers!r}") from None
+    student, kept = distill.student_from_teacher(teacher, layers, s.student_n_layer,
+                                                 s.from_scratch, s.seed)
+    config = distill.DistillationConfig(
+        task, s.temperature, s.alpha_ce, s.alpha_mlm, s.alpha_clm, s.alpha_task, s.alpha_cos,
+        s.alpha_mse, s.restrict_ce_to_mask)
+    train_batches, eval_batches = _distill_data(task, s, teacher, tok)
+    model = distill.Distiller(student, teacher, config)
+    warmup = s.warmup_steps if s.warmup_steps is not None else max(1, s.max_steps // 20)
+    targs = TrainingArguments(
+        out_dir=out, max_steps=s.max_steps, learning_rate=s.lr, warmup_steps=warmup,
+        weight_decay=s.weight_decay, eval_interval=s.eval_interval,
+        eval_batches=max(1, len(eval_batches)), seed=s.seed, progress=not args.no_progress)
+    os.makedirs(out, exist_ok=True)
+    if not args.resume:
+        with open(run_path, "w") as f:
+            json.dump(settings, f, indent=2)
+        metrics = os.path.join(out, "metrics.jsonl")
+        if os.path.exists(metrics):
+            os.remove(metrics)
+    trainer = distill.DistillTrainer(model, targs, train_batches, eval_batches,
+                                     metrics_fn=_distill_metrics(task))
+    hard = distill.HARD_LOSS[task]
+    weights = ", ".join(f"{k} {getattr(config, k):g}" for k in
+                        ("alpha_ce", hard, "alpha_cos", "alpha_mse") if getattr(config, k))
+    origin = f"the teacher's layers {kept}" if kept is not None else "scratch"
+    print(f"scratchlm distill: {task}: teacher {type(teacher).__name__} "
+          f"{teacher.num_parameters():,} parameters ({distill.num_layers(teacher)} layers) -> "
+          f"student {student.num_parameters():,} parameters ({distill.num_layers(student)} "
+          f"layers, from {origin}); loss: {weights}"
+          + (f", T {config.temperature:g}" if config.alpha_ce else "")
+          + ("" if config.uses_teacher else " (no teacher: the student trains alone)"),
+          flush=True)
+    t0 = time.perf_counter()
+    final = trainer.train(resume=args.resume)
+    wall = time.perf_counter() - t0
+    student.save_pretrained(out)
+    tok.save_pretrained(out)
+    plot_losses(os.path.join(out, "metrics.jsonl"), os.path.join(out, "loss.png"))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("val_"))
+    rates = [r["tokens_per_s"] for r in trainer.history if "tokens_per_s" in r]
+    run_rate = float(np.median(rates)) if rates else float("nan")
+    print(f"done in {wall:.0f} s: step {trainer.step}, {shown}; {run_rate:,.0f} tokens/s "
+          f"(training{' with the teacher' if config.uses_teacher else ''}); student (Hugging "
+          f"Face format) and tokenizer in {out}/", flush=True)
+    if args.no_compare:
+        return 0
+    # Teacher and student side by side: the task metric pooled over the evaluation
+    # batches, and tokens/s of each architecture alone on one of them.
+    rows = {}
+    for name, m in (("teacher", teacher), ("student", student)):
+        rows[name] = {"layers": distill.num_layers(m), "parameters": m.num_parameters(),
+                      **distill.evaluate(m, task, eval_batches),
+                      **distill.throughput(m, eval_batches[0])}
+    shown = {"mlm": (("mlm_accuracy", "accuracy"), ("loss", "loss")),
+             "classify": (("accuracy", "accuracy"), ("loss", "loss")),
+             "clm": (("val_loss", "loss"), ("perplexity", "perplexity"))}[task]
+    print(f"{'':<8} {'layers':>6} {'parameters':>11} {'train tok/s':>12} "
+          f"{'inference tok/s':>16}" + "".join(f" {label:>13}" for label, _ in shown))
+    for name, r in rows.items():
+        print(f"{name:<8} {r['layers']:>6} {r['parameters']:>11,} "
+              f"{r['train_tokens_per_s']:>12,.0f} {r['inference_tokens_per_s']:>16,.0f}"
+              + "".join(f" {r[key]:>13.4f}" for _, key in shown))
+    report = {"task": task, "settings": settings, "student_layers": kept,
+              "loss_weights": dataclasses.asdict(config), "steps": trainer.step,
+              "train_seconds": wall, "run_tokens_per_s": run_rate, "final": final, **rows}
+    with open(os.path.join(out, "distill_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return 0
+
+
+def _cmd_cost(args) -> int:
+    from scratchlm import backend, cost  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)
+    sizes = ("n_layer", "n_head", "n_embd", "n_inner", "vocab_size", "n_positions", "dropout")
+    if args.model:
+        given = [f"--{k.replace('_', '-')}" for k in sizes if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"--model reads the sizes from its config.json; drop "
+                             f"{', '.join(given)}")
+        arch, config = cost.read_model_config(args.model)
+    else:
+        arch, config = cost.config_from_flags(args.arch, n_layer=args.n_layer,
+                                              n_head=args.n_head, n_embd=args.n_embd,
+                                              vocab_size=args.vocab_size,
+                                              n_positions=args.n_positions, n_inner=args.n_inner,
+                                              dropout=args.dropout)
+    report = cost.estimate(arch, config, batch_size=args.batch_size,
+                           block_size=args.block_size, dtype=args.dtype)
+    if args.steps:
+        report = cost.measure(report, steps=args.steps, warmup=args.warmup,
+                              peak_gflops=args.peak_gflops)
+    print(cost.format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
 def _number(kind, ok, expected: str):
     """An argparse ``type=``: the flag's text read as ``kind`` (int or float), accepted
     when it is finite and ``ok(value)`` holds. Anything else is an argparse error that
@@ -675,6 +1082,141 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "explain", help="which tokens a prediction rests on, and what each head attends to",
+        description="Explain one prediction of a model directory: a sequence classifier "
+                    "(its predicted label), a masked LM (the token at [MASK]) or a GPT (the "
+                    "next token). --method ig or saliency: per-token attributions of the "
+                    "target's logit (integrated gradients from a [PAD] baseline that keeps "
+                    "[CLS], [SEP] and [MASK]; a GPT's baseline is zero vectors); rollout: "
+                    "attention rollout; attention: per-head statistics and attention maps "
+                    "(and for a GPT, what each generated token looked at). Pictures go to "
+                    "--out as HTML (always) and PNG (with matplotlib).")
+    p.add_argument("--model", required=True, help="model directory (config.json, "
+                   "model.safetensors and its tokenizer)")
+    p.add_argument("--text", required=True, help="the input text (a masked LM: with [MASK])")
+    p.add_argument("--text-pair", help="classifier: the second text of a pair")
+    p.add_argument("--target", help="what to explain: a label (name or index) of a classifier, "
+                   "or a token; default: the model's prediction")
+    p.add_argument("--method", choices=["ig", "saliency", "rollout", "attention"], default="ig",
+                   help="default ig")
+    p.add_argument("--out", required=True, help="directory for the pictures and JSON")
+    p.add_argument("--n-steps", type=POSITIVE_INT, default=50,
+                   help="ig: points on the path (default 50)")
+    p.add_argument("--integration", default="gauss_legendre",
+                   choices=["gauss_legendre", "trapezoid", "riemann_left", "riemann_middle",
+                            "riemann_right"], help="ig: quadrature rule (default gauss_legendre)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32,
+                   help="ig: path points per forward (default 32)")
+    p.add_argument("--layer", type=int, default=-1,
+                   help="attention: the layer drawn large (default -1, the last)")
+    p.add_argument("--head", type=NON_NEGATIVE_INT, default=0,
+                   help="attention: the head drawn large (default 0)")
+    p.add_argument("--max-new-tokens", type=NON_NEGATIVE_INT, default=10,
+                   help="attention, GPT: tokens to generate greedily and draw (default 10)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                   help="load the weights as this dtype (default float64: the integral's "
+                        "delta is then the quadrature's error alone)")
+    p.add_argument("--backend", choices=["numpy", "cupy"])
+    p.set_defaults(func=_cmd_explain)
+    p = sub.add_parser(
+        "distill", help="distil a teacher into a smaller student (DistilBERT's loss)",
+        description="Train a student with fewer layers to imitate a frozen teacher: the "
+                    "weighted sum of the soft-target loss (T^2 KL at temperature T), the "
+                    "task's own loss, 1 - cos of the last hidden states and the MSE of the "
+                    "logits; DistilBERT's weights by default (T 2, ce 5, task 2, cos 1). The "
+                    "teacher's architecture picks the task: GPT2LMHeadModel -> causal LM on "
+                    "the built-in corpus (or --text), BertForMaskedLM / BertForPreTraining -> "
+                    "masked LM, BertForSequenceClassification -> classification on --train / "
+                    "--eval task files. Writes the student (Hugging Face format), metrics and "
+                    "checkpoints to --out, then prints teacher and student side by side.")
+    p.add_argument("--teacher", required=True, help="the teacher's model directory (with "
+                   "its tokenizer), from scratchlm train or scratchlm finetune")
+    p.add_argument("--out", required=True, help="output directory for the student")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--student-layers", help="the teacher's layers the student starts from, "
+                   "e.g. 0,2,4,7,9,11 (DistilBERT's of 12)")
+    g.add_argument("--student-n-layer", type=POSITIVE_INT,
+                   help="K evenly spaced layers of the teacher (default: half of them)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="a randomly initialised student of that shape, not the teacher's layers")
+    p.add_argument("--temperature", type=POSITIVE_FLOAT, default=2.0,
+                   help="softmax temperature of the soft targets (default 2)")
+    for flag, what in (("--alpha-ce", "soft targets (default 5)"),
+                       ("--alpha-mlm", "masked-LM loss, BERT (default 2)"),
+                       ("--alpha-clm", "causal-LM loss, GPT (default 2)"),
+                       ("--alpha-task", "classification loss on the gold labels (default 2)"),
+                       ("--alpha-cos", "1 - cos of the last hidden states (default 1)"),
+                       ("--alpha-mse", "MSE of the logits (default 0)")):
+        p.add_argument(flag, type=NON_NEGATIVE_FLOAT, default=None, help=f"weight of the {what}")
+    p.add_argument("--restrict-ce-to-mask", action="store_true",
+                   help="masked LM: soft targets at the masked positions only (default: every "
+                        "real token, as DistilBERT)")
+    p.add_argument("--text", help="causal / masked LM: a UTF-8 text instead of the built-in "
+                   "corpus")
+    p.add_argument("--train", help="classification: the training file")
+    p.add_argument("--eval", help="classification: the evaluation file")
+    p.add_argument("--block-size", type=POSITIVE_INT, default=None,
+                   help="causal / masked LM: tokens per sequence (default 128, at most the "
+                        "teacher's positions)")
+    p.add_argument("--max-length", type=MAX_LENGTH, default=None,
+                   help="classification: tokens per example (default 128)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16,
+                   help="sequences (or examples) per step (default 16)")
+    p.add_argument("--max-steps", type=POSITIVE_INT, default=500,
+                   help="optimizer steps (default 500)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=5e-4,
+                   help="peak learning rate (AdamW, warmup and cosine decay; default 5e-4)")
+    p.add_argument("--warmup-steps", type=NON_NEGATIVE_INT, default=None,
+                   help="default: 5%% of the steps")
+    p.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.01,
+                   help="AdamW weight decay (default 0.01)")
+    p.add_argument("--eval-interval", type=POSITIVE_INT, default=100,
+                   help="steps between evaluations and checkpoints (default 100)")
+    p.add_argument("--eval-batches", type=POSITIVE_INT, default=8,
+                   help="causal / masked LM: fixed validation batches (default 8)")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                   help="random seed (a student from scratch, batches, dropout)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the final side-by-side of teacher and student")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--backend", choices=["numpy", "cupy"])
+    p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser(
+        "cost", help="parameters, FLOPs, memory and MFU of a model",
+        description="What a model costs: parameters (embeddings and the rest), FLOPs per "
+                    "token of a forward and a training step with the formula, the memory of "
+                    "weights, gradients, optimizer state and activations at --batch-size x "
+                    "--block-size, and a measured training step on this backend with the MFU "
+                    "it implies. From a model directory (config.json) or from sizes: GPT-2 "
+                    "124M (--arch gpt) and BERT-base (--arch bert) unless given.")
+    p.add_argument("--model", help="a model directory (config.json is read; no weights)")
+    p.add_argument("--arch", choices=["gpt", "bert"], default="gpt",
+                   help="without --model: GPT-2 (GPT2LMHeadModel) or BERT (BertModel with "
+                        "its pooler); default gpt")
+    for flag, what in (("--n-layer", "layers"), ("--n-head", "attention heads"),
+                       ("--n-embd", "width C"), ("--n-inner", "feed-forward width F (4 C)"),
+                       ("--vocab-size", "vocabulary"), ("--n-positions", "positions")):
+        p.add_argument(flag, type=POSITIVE_INT, default=None, help=what)
+    p.add_argument("--dropout", type=FRACTION, default=None,
+                   help="every dropout probability (default 0.1, GPT-2's and BERT's); its masks "
+                        "are part of the activations' memory")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=1, help="default 1")
+    p.add_argument("--block-size", type=POSITIVE_INT, default=None,
+                   help="context length (default: the model's positions)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--steps", type=NON_NEGATIVE_INT, default=3,
+                   help="timed training steps (0: the estimate alone; default 3)")
+    p.add_argument("--warmup", type=NON_NEGATIVE_INT, default=1, help="untimed steps first")
+    p.add_argument("--peak-gflops", type=POSITIVE_FLOAT, default=None,
+                   help="the sgemm peak for MFU (default: measured now)")
+    p.add_argument("--json", help="also write the report to this JSON file")
+    p.add_argument("--backend", choices=["numpy", "cupy"])
+    p.set_defaults(func=_cmd_cost)
     for p in sub.choices.values():
         p.add_argument("--kernels", choices=["textbook", "fast"], default=None,
                        help="the ops every model runs: the textbook ops of functional/, or the "

@@ -14,6 +14,9 @@ Gradient order per op:
     dropout_backward        -> dx
     attention_backward      -> dq, dk, dv
     cross_entropy_backward  -> dlogits
+    soft_cross_entropy_backward -> dstudent_logits (the teacher's logits are a target)
+    cosine_embedding_backward   -> da, db
+    mse_backward                -> da, db
 
 Nothing here is threaded or blocked: the faster variants of these ops live
 in the engine, ``scratchlm/kernels``, each tested equal to its op here.
@@ -32,7 +35,10 @@ from scratchlm.functional.embedding import EmbeddingCache, embedding_backward, e
 from scratchlm.functional.layernorm import LayerNormCache, layernorm_backward, layernorm_forward
 from scratchlm.functional.linear import LinearCache, linear_backward, linear_forward
 from scratchlm.functional.losses import (
-    CrossEntropyCache, cross_entropy_backward, cross_entropy_forward,
+    CosineEmbeddingCache, CrossEntropyCache, MSECache, SoftCrossEntropyCache,
+    cosine_embedding_backward, cosine_embedding_forward, cross_entropy_backward,
+    cross_entropy_forward, mse_backward, mse_forward, soft_cross_entropy_backward,
+    soft_cross_entropy_forward,
 )
 from scratchlm.functional.softmax import (
     LogSoftmaxCache, SoftmaxCache, log_softmax_backward, log_softmax_forward,
@@ -40,13 +46,15 @@ from scratchlm.functional.softmax import (
 )
 
 __all__ = [
-    "NO_DROPOUT", "AttentionCache", "CrossEntropyCache", "DropoutCache", "EmbeddingCache",
-    "GeluCache", "KVCache", "LayerNormCache", "LinearCache", "LogSoftmaxCache", "ReluCache",
+    "AttentionCache", "CosineEmbeddingCache", "CrossEntropyCache", "DropoutCache",
+    "EmbeddingCache", "GeluCache", "KVCache", "LayerNormCache", "LinearCache",
+    "LogSoftmaxCache", "MSECache", "NO_DROPOUT", "ReluCache", "SoftCrossEntropyCache",
     "SoftmaxCache", "TanhCache", "attention_backward", "attention_forward", "causal_keep",
-    "cross_entropy_backward", "cross_entropy_forward", "dropout_backward", "dropout_forward",
-    "embedding_backward", "embedding_forward", "gelu_backward", "gelu_forward",
-    "layernorm_backward", "layernorm_forward", "linear_backward", "linear_forward",
-    "log_softmax_backward", "log_softmax_forward", "merge_heads", "relu_backward",
-    "relu_forward", "softmax_backward", "softmax_forward", "split_heads", "tanh_backward",
-    "tanh_forward",
+    "cosine_embedding_backward", "cosine_embedding_forward", "cross_entropy_backward",
+    "cross_entropy_forward", "dropout_backward", "dropout_forward", "embedding_backward",
+    "embedding_forward", "gelu_backward", "gelu_forward", "layernorm_backward",
+    "layernorm_forward", "linear_backward", "linear_forward", "log_softmax_backward",
+    "log_softmax_forward", "merge_heads", "mse_backward", "mse_forward", "relu_backward",
+    "relu_forward", "soft_cross_entropy_backward", "soft_cross_entropy_forward",
+    "softmax_backward", "softmax_forward", "split_heads", "tanh_backward", "tanh_forward",
 ]

@@ -186,7 +186,10 @@ def attention_backward(dout, cache, datt=None):
         (4)  datt = dropout_backward(datt_d)
         (3b) datt = datt * seen
         (3)  dscores = softmax_backward(datt) = att * (datt - sum_keys(datt * att))
-        (2)  masked scores have att = 0 and a constant score: nothing to undo
+        (2)  the mask adds (or puts in) constants: dscores passes through as it
+             is, as autograd passes it through transformers' additive mask. It
+             is 0 wherever att is 0; only a row whose every score is the most
+             negative value (a padded query: uniform weights) carries it there
         (1)  dscores *= scale;  dq = dscores k,  dk = dscores^T q
     Returns: dq (B, H, Tq, D), dk (B, H, Tk, D), dv (B, H, Tk, D)
     """

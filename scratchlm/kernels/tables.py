@@ -52,7 +52,7 @@ class Kernels(NamedTuple):
     cross_entropy_forward: Callable
     cross_entropy_backward: Callable
     attention_forward: Callable
-    attention_backward: Callable    # takes the cache of either attention forward
+    attention_backward: Callable    # (dout, cache, datt=None, out=None): either forward's cache
     attention_forward_blockwise: Any    # None: not in this table
     adamw_flat_update: Callable     # AdamW over flat buffers (optim.AdamW(flat=True))
     gpt_decoder: Any                # None: generate through the model's own forward
@@ -99,12 +99,23 @@ def _adamw_flat_textbook(update, buffers, amsgrad, **hyper):
            xp.empty_like(data), xp.empty_like(data), **hyper)
 
 
+def _attention_backward_textbook(dout, cache, datt=None, out=None):
+    """functional.attention_backward, its gradients copied into ``out`` when given (the
+    fast kernel writes there directly: the layers pass their fused buffer's views)."""
+    grads = F.attention_backward(dout, cache, datt)
+    if out is None:
+        return grads
+    for o, g in zip(out, grads):
+        o[...] = g
+    return out
+
+
 def _textbook() -> Kernels:
     return Kernels(
         "textbook", F.linear_forward, F.linear_backward, F.embedding_forward,
         F.embedding_backward, F.layernorm_forward, F.layernorm_backward, F.gelu_forward,
         F.gelu_backward, F.cross_entropy_forward, F.cross_entropy_backward,
-        F.attention_forward, F.attention_backward, None, _adamw_flat_textbook, None)
+        F.attention_forward, _attention_backward_textbook, None, _adamw_flat_textbook, None)
 
 
 def _fast_cpu() -> Kernels:

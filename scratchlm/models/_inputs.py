@@ -62,14 +62,21 @@ def ids_or_embeds(where, input_ids, inputs_embeds, xp, vocab_size, width, dtype)
     return None, backend.to_backend(inputs_embeds, "cupy" if xp is not np else "numpy")
 
 
-def check_upstream(where, name, grads, n):
-    """A list of n upstream gradients (None entries allowed) from None or a sequence of n."""
+def check_upstream(where, name, grads, shapes):
+    """Upstream gradients of returned arrays of the given shapes: a list of len(shapes)
+    arrays or None entries, from None or such a sequence; each array of its shape."""
+    n = len(shapes)
     if grads is None:
         return [None] * n
     grads = list(grads)
     if len(grads) != n:
         raise ValueError(f"{where}: {name} must hold {n} arrays (or None entries), one per "
                          f"returned array; got {len(grads)}")
+    for i, (g, shape) in enumerate(zip(grads, shapes)):
+        if g is not None and tuple(getattr(g, "shape", ())) != tuple(shape):
+            raise ValueError(f"{where}: {name}[{i}] must have the shape of the array it is "
+                             f"the gradient of, {tuple(shape)}; got "
+                             f"{tuple(getattr(g, 'shape', ())) or type(g).__name__}")
     return grads
 
 

@@ -194,10 +194,20 @@ class BertModel(PretrainedMixin, Module):
         x = self.embeddings.forward(ids, token_type_ids, position_ids, embeds)  # (1)
         x, hidden_states, attentions = self.encoder.forward(x, mask, output_attentions)  # (2)
         pooled = self.pooler.forward(x) if self.pooler is not None else None  # (3)
-        self._save((T, x.shape))
+        self._save((T, x.shape, (B, cfg.num_attention_heads, T, T)))
         return ModelOutput(last_hidden_state=x, pooler_output=pooled,
                            hidden_states=tuple(hidden_states) if output_hidden_states else None,
                            attentions=tuple(attentions) if output_attentions else None)
+
+    def check_upstream(self, d_hidden_states=None, d_attentions=None):
+        """The upstream gradients of .hidden_states and .attentions, checked against the last
+        training forward (their count and shapes): two lists, None entries where none."""
+        where, L = "BertModel.backward", len(self.encoder.layer)
+        if self._cache is None:
+            return [None] * (L + 1), [None] * L         # (the backward raises its own error)
+        _, shape, att_shape = self._cache
+        return (check_upstream(where, "d_hidden_states", d_hidden_states, [shape] * (L + 1)),
+                check_upstream(where, "d_attentions", d_attentions, [att_shape] * L))
 
     def backward(self, d_last_hidden_state=None, d_pooler_output=None, d_hidden_states=None,
                  d_attentions=None):
@@ -208,14 +218,13 @@ class BertModel(PretrainedMixin, Module):
         distillation loss). After a forward with ``inputs_embeds``, their
         gradient is left in ``self.inputs_embeds_grad``.
         """
-        where, L = "BertModel.backward", len(self.encoder.layer)
-        dhs = check_upstream(where, "d_hidden_states", d_hidden_states, L + 1)
-        datts = check_upstream(where, "d_attentions", d_attentions, L)
+        L = len(self.encoder.layer)
+        dhs, datts = self.check_upstream(d_hidden_states, d_attentions)
         if d_last_hidden_state is None and d_pooler_output is None \
                 and all(d is None for d in dhs + datts):
             raise ValueError("BertModel.backward: pass d_last_hidden_state, d_pooler_output, "
                              "d_hidden_states and/or d_attentions")
-        T, shape = self._pop_cache()
+        T, shape, _ = self._pop_cache()
         dx = d_last_hidden_state
         if dhs[L] is not None:                          # the last hidden state, returned twice
             dx = dhs[L] if dx is None else dx + dhs[L]
@@ -297,6 +306,16 @@ class _BertWithHead(PretrainedMixin, Module):
             raise RuntimeError(f"{type(self).__name__}.backward: the forward computed no "
                                "loss; pass labels to forward")
 
+    def _dlogits(self, loss_fn, dloss, dlogits):
+        """The gradient of the logits: ``dlogits`` when given (the upstream gradient of
+        any function of the logits, as GPT.backward takes it), else the loss's."""
+        if dlogits is None:
+            self._need_loss()
+            return loss_fn.backward(dloss)
+        if self._pop_cache():                           # a loss was computed but is not used
+            loss_fn.clear_caches()
+        return dlogits
+
 
 class BertLMPredictionHead(Module):
     """MLM head: h = LN(act(x W + b)); logits = h W_word^T + bias (decoder tied to the words)."""
@@ -371,6 +390,7 @@ class BertForPreTraining(_BertWithHead):
                            hidden_states=enc.hidden_states, attentions=enc.attentions)
 
     def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
+        self.bert.check_upstream(d_hidden_states, d_attentions)   # before any change
         self._need_loss()
         dpred = self.mlm_loss_fn.backward(dloss)                  # back through (5), (3)
         dnsp = self.nsp_loss_fn.backward(dloss)                   # back through (5), (4)
@@ -396,7 +416,7 @@ class BertForMaskedLM(_BertWithHead):
         """labels (B, T): original ids at masked positions, -100 elsewhere."""
         enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
                            inputs_embeds, output_attentions, output_hidden_states)
-        x, _ = enc.last_hidden_state, enc.pooler_output
+        x = enc.last_hidden_state
         labels = self._labels("labels", labels, x.shape[:2], self.config.vocab_size)
         logits = self.cls.predictions.forward(x)                  # (1)
         loss = None
@@ -406,9 +426,10 @@ class BertForMaskedLM(_BertWithHead):
         return ModelOutput(loss=loss, logits=logits,
                            hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
-        self._need_loss()
-        dlogits = self.loss_fn.backward(dloss)                    # back through (2)
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None, dlogits=None):
+        """From the loss (gradient ``dloss``), or from ``dlogits`` (B, T, V) without one."""
+        self.bert.check_upstream(d_hidden_states, d_attentions)   # before any change
+        dlogits = self._dlogits(self.loss_fn, dloss, dlogits)     # back through (2)
         dx = self.cls.predictions.backward(dlogits)               # back through (1)
         self._backward_encoder(dx, None, d_hidden_states, d_attentions)
 
@@ -428,7 +449,7 @@ class BertForNextSentencePrediction(_BertWithHead):
         """labels (B,): 0 when sentence B follows sentence A, 1 when it is random."""
         enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
                            inputs_embeds, output_attentions, output_hidden_states)
-        _, pooled = enc.last_hidden_state, enc.pooler_output
+        pooled = enc.pooler_output
         labels = self._labels("labels", labels, (pooled.shape[0],), 2)
         logits = self.cls.seq_relationship.forward(pooled)        # (1)
         loss = None
@@ -438,10 +459,11 @@ class BertForNextSentencePrediction(_BertWithHead):
         return ModelOutput(loss=loss, logits=logits,
                            hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
-        self._need_loss()
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None, dlogits=None):
+        """From the loss (gradient ``dloss``), or from ``dlogits`` (B, 2) without one."""
+        self.bert.check_upstream(d_hidden_states, d_attentions)   # before any change
         dpooled = self.cls.seq_relationship.backward(
-            self.loss_fn.backward(dloss))                         # back through (2), (1)
+            self._dlogits(self.loss_fn, dloss, dlogits))          # back through (2), (1)
         self._backward_encoder(None, dpooled, d_hidden_states, d_attentions)
 
 
@@ -458,7 +480,7 @@ class BertForSequenceClassification(_BertWithHead):
         """labels (B,) in [0, num_labels): cross-entropy over the classes."""
         enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
                            inputs_embeds, output_attentions, output_hidden_states)
-        _, pooled = enc.last_hidden_state, enc.pooler_output
+        pooled = enc.pooler_output
         if labels is not None and self.config.num_labels == 1:
             raise ValueError("BertForSequenceClassification.forward: num_labels=1 "
                              "(regression) is not supported; use num_labels >= 2")
@@ -472,9 +494,11 @@ class BertForSequenceClassification(_BertWithHead):
         return ModelOutput(loss=loss, logits=logits,
                            hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
-        self._need_loss()
-        dh = self.classifier.backward(self.loss_fn.backward(dloss))  # back through (3), (2)
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None, dlogits=None):
+        """From the loss (gradient ``dloss``), or from ``dlogits`` (B, num_labels) without one."""
+        self.bert.check_upstream(d_hidden_states, d_attentions)   # before any change
+        dh = self.classifier.backward(
+            self._dlogits(self.loss_fn, dloss, dlogits))          # back through (3), (2)
         dpooled = self.dropout.backward(dh)                       # back through (1)
         self._backward_encoder(None, dpooled, d_hidden_states, d_attentions)
 
@@ -494,7 +518,7 @@ class BertForTokenClassification(_BertWithHead):
         """labels (B, T) in [0, num_labels), -100 where ignored (padding, later sub-words)."""
         enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
                            inputs_embeds, output_attentions, output_hidden_states)
-        x, _ = enc.last_hidden_state, enc.pooler_output
+        x = enc.last_hidden_state
         labels = self._labels("labels", labels, x.shape[:2], self.config.num_labels)
         h = self.dropout.forward(x)                               # (1)
         logits = self.classifier.forward(h)                       # (2) (B, T, num_labels)
@@ -505,9 +529,11 @@ class BertForTokenClassification(_BertWithHead):
         return ModelOutput(loss=loss, logits=logits,
                            hidden_states=enc.hidden_states, attentions=enc.attentions)
 
-    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
-        self._need_loss()
-        dh = self.classifier.backward(self.loss_fn.backward(dloss))  # back through (3), (2)
+    def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None, dlogits=None):
+        """From the loss (gradient ``dloss``), or from ``dlogits`` (B, T, num_labels)."""
+        self.bert.check_upstream(d_hidden_states, d_attentions)   # before any change
+        dh = self.classifier.backward(
+            self._dlogits(self.loss_fn, dloss, dlogits))          # back through (3), (2)
         dx = self.dropout.backward(dh)                            # back through (1)
         self._backward_encoder(dx, None, d_hidden_states, d_attentions)
 
@@ -532,7 +558,7 @@ class BertForQuestionAnswering(_BertWithHead):
         where = "BertForQuestionAnswering.forward"
         enc = self._encode(input_ids, token_type_ids, attention_mask, position_ids,
                            inputs_embeds, output_attentions, output_hidden_states)
-        x, _ = enc.last_hidden_state, enc.pooler_output
+        x = enc.last_hidden_state
         B, T = x.shape[:2]
         logits = self.qa_outputs.forward(x)                       # (1) (B, T, 2)
         start_logits = logits[..., 0]                             # (2) (B, T) views
@@ -555,6 +581,7 @@ class BertForQuestionAnswering(_BertWithHead):
                            hidden_states=enc.hidden_states, attentions=enc.attentions)
 
     def backward(self, dloss=1.0, d_hidden_states=None, d_attentions=None):
+        self.bert.check_upstream(d_hidden_states, d_attentions)   # before any change
         self._need_loss()
         half = 0.5 * dloss                                        # back through (4)
         dstart = self.start_loss_fn.backward(half)                # back through (3)

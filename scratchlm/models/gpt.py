@@ -127,7 +127,8 @@ class GPT(PretrainedMixin, Module):
             targets = xp.full_like(labels, -100)
             targets[:, :-1] = labels[:, 1:]
             loss = self.loss_fn.forward(logits, targets)  # (7)
-        self._save((loss is not None, embeds is not None, x.shape))  # what backward starts from
+        self._save((loss is not None, embeds is not None, x.shape,      # what backward
+                    (B, cfg.n_head, T, past + T)))                      # starts from
         return ModelOutput(loss=loss, logits=logits,
                            hidden_states=tuple(hidden_states) if output_hidden_states else None,
                            attentions=tuple(attentions) if output_attentions else None)
@@ -144,10 +145,13 @@ class GPT(PretrainedMixin, Module):
         forward with ``inputs_embeds``, their gradient is left in
         ``self.inputs_embeds_grad``.
         """
-        had_loss, from_embeds, shape = self._pop_cache()
         L = len(self.h)
-        dhs = check_upstream("GPT.backward", "d_hidden_states", d_hidden_states, L + 1)
-        datts = check_upstream("GPT.backward", "d_attentions", d_attentions, L)
+        if self._cache is not None:                     # checked before anything changes
+            _, _, shape, att_shape = self._cache
+            dhs = check_upstream("GPT.backward", "d_hidden_states", d_hidden_states,
+                                 [shape] * (L + 1))
+            datts = check_upstream("GPT.backward", "d_attentions", d_attentions, [att_shape] * L)
+        had_loss, from_embeds, shape, _ = self._pop_cache()
         if dlogits is None and had_loss:
             dlogits = self.loss_fn.backward(dloss)      # back through (7)
         elif had_loss:

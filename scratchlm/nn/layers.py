@@ -336,9 +336,7 @@ class MultiHeadSelfAttention(Module):
         heads = (F.split_heads(dqkv[..., :C], H),       # gradient goes to its slot of the
                  F.split_heads(dqkv[..., C:2 * C], H),  # fused qkv
                  F.split_heads(dqkv[..., 2 * C:], H))
-        grads = table(da).attention_backward(da, att_cache, datt)   # back through (3)
-        for slot, g in zip(heads, grads):
-            slot[...] = g
+        table(da).attention_backward(da, att_cache, datt, out=heads)  # back through (3)
         return self.c_attn.backward(dqkv)               # back through (1)
 
     def extra_repr(self):

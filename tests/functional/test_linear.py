@@ -9,7 +9,7 @@ from strategies import assert_all_float32, assert_gradients, assert_unchanged, l
 
 
 @given(linear_case())
-@example(case=(np.array([[0.7], [-1.2]]), np.array([[1.5]]), np.array([0.3]), 0))  # C_in = C_out = 1
+@example(case=(np.array([[0.7], [-1.2]]), np.array([[1.5]]), np.array([0.3]), 0))  # C_in=C_out=1
 @example(case=(np.full((2, 3), 2.0), np.arange(6.0).reshape(3, 2) - 2.5, None, 1))  # constant x
 @example(case=(np.array([0.5, -1.0]), np.array([[2.0], [-0.5]]), np.array([1.0]), 2))  # no lead
 def test_linear_gradients(case):

@@ -364,14 +364,21 @@ def attention_backward_blockwise(dout, cache):
     return dq, dk, dv
 
 
-def attention_backward_any(dout, cache, datt=None):
+def attention_backward_any(dout, cache, datt=None, out=None):
     """The backward of either CPU forward: blockwise for a BlockwiseAttentionCache, else fast.
 
-    ``datt`` as attention_backward's (the blockwise forward returns no weights, so none).
+    ``datt`` as attention_backward's (the blockwise forward returns no weights, so
+    none); ``out``: optional (dq, dk, dv) arrays to write into (the fast backward
+    writes there directly; the blockwise one's results are copied in).
     """
     if isinstance(cache, BlockwiseAttentionCache):
         if datt is not None:
             raise ValueError("attention_backward: the blockwise forward keeps no weights, so "
                              "it takes no gradient of them (datt)")
-        return attention_backward_blockwise(dout, cache)
-    return attention_backward_fast(dout, cache, datt=datt)
+        grads = attention_backward_blockwise(dout, cache)
+        if out is None:
+            return grads
+        for o, g in zip(out, grads):
+            o[...] = g
+        return out
+    return attention_backward_fast(dout, cache, out=out, datt=datt)
