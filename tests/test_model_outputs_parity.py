@@ -37,105 +37,16 @@ from scratchlm import checkpoint
 
 pytestmark = pytest.mark.reference
 
-BERT_CLASSES = ["BertModel", "BertForPreTraining", "BertForMaskedLM",
-                "BertForNextSentencePrediction", "BertForSequenceClassification",
-                "BertForTokenClassification", "BertForQuestionAnswering"]
-CLASSES = ["GPT"] + BERT_CLASSES
-HF_CLASS = {"GPT": "GPT2LMHeadModel", **{name: name for name in BERT_CLASSES}}
-OUTPUTS = {
-    "GPT": ("logits",),
-    "BertModel": ("last_hidden_state", "pooler_output"),
-    "BertForPreTraining": ("prediction_logits", "seq_relationship_logits"),
-    "BertForMaskedLM": ("logits",),
-    "BertForNextSentencePrediction": ("logits",),
-    "BertForSequenceClassification": ("logits",),
-    "BertForTokenClassification": ("logits",),
-    "BertForQuestionAnswering": ("start_logits", "end_logits"),
-}
-V, B, T, C, N_HEAD, N_LAYER = 53, 3, 7, 24, 3, 2
-NUM_LABELS = 3
+# The tiny transformers models, their padded batch (rows of 7, 4 and 2 real tokens:
+# left padding for GPT, right padding and two segments for BERT) and the error
+# measures are those of the other parity tests.
+from test_hf_parity import (  # noqa: E402
+    OUTPUTS, B, CLASSES, T, V, grad_err, make_hf_model, make_inputs, rel_err, saved,  # noqa: F401
+)
+
+C, N_HEAD, N_LAYER = 24, 3, 2   # test_hf_parity's models: width 24, 3 heads, 2 layers
 FORWARD_RTOL = 1e-12    # hidden states and attentions, relative to each tensor's largest entry
 GRAD_RTOL = 1e-10       # inputs_embeds and parameter gradients
-
-
-def hf_config(name):
-    """A tiny transformers config: 2 layers, width 24, 3 heads, no dropout, eager attention."""
-    if name == "GPT":
-        return transformers.GPT2Config(
-            vocab_size=V, n_positions=32, n_embd=C, n_layer=N_LAYER, n_head=N_HEAD,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=1,
-            attn_implementation="eager")
-    return transformers.BertConfig(
-        vocab_size=V, hidden_size=C, num_hidden_layers=N_LAYER, num_attention_heads=N_HEAD,
-        intermediate_size=40, max_position_embeddings=32, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=2 if name == "BertForQuestionAnswering" else NUM_LABELS,
-        attn_implementation="eager")
-
-
-def make_hf_model(name, seed=0):
-    """A float64 transformers model, every parameter moved off its initial value."""
-    torch.manual_seed(seed)
-    model = getattr(transformers, HF_CLASS[name])(hf_config(name)).double()
-    assert model.config._attn_implementation == "eager"
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.train()
-
-
-def make_inputs(name, seed=0):
-    """A padded batch with labels, as numpy arrays keyed by forward argument.
-
-    Rows of 7, 4 and 2 real tokens: left padding for GPT (where a padded query
-    sees padding only), right padding and two segments for BERT.
-    """
-    rng = np.random.default_rng(seed)
-    lengths = np.array([T, T - 3, T - 5])
-    real = np.arange(T)[None, :] < lengths[:, None]
-    if name == "GPT":
-        real = real[:, ::-1]
-    ids = rng.integers(2, V, size=(B, T))
-    ids[~real] = 0
-    inputs = {"input_ids": ids, "attention_mask": real.astype(np.int64)}
-    if name == "GPT":
-        inputs["labels"] = np.where(real, ids, -100)
-        return inputs
-    inputs["token_type_ids"] = ((np.arange(T)[None, :] >= (lengths[:, None] + 1) // 2)
-                                & real).astype(np.int64)
-    token_labels = np.where(real & (rng.random((B, T)) < 0.5), ids, -100)
-    token_labels[:, 1] = ids[:, 1]
-    if name in ("BertForPreTraining", "BertForMaskedLM"):
-        inputs["labels"] = token_labels
-    if name == "BertForPreTraining":
-        inputs["next_sentence_label"] = np.array([0, 1, 1])
-    if name == "BertForNextSentencePrediction":
-        inputs["labels"] = np.array([1, 0, 1])
-    if name == "BertForSequenceClassification":
-        inputs["labels"] = np.array([2, 0, 1])
-    if name == "BertForTokenClassification":
-        inputs["labels"] = np.where(token_labels >= 0, ids % NUM_LABELS, -100)
-    if name == "BertForQuestionAnswering":
-        inputs["start_positions"] = np.array([1, 0, T + 2])   # out of range: ignored
-        inputs["end_positions"] = np.array([4, 2, 1])
-    return inputs
-
-
-def rel_err(ours, ref, floor=1e-30):
-    """max |ours - ref| / max(max |ref|, floor)."""
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), floor))
-
-
-def grad_err(ours, theirs):
-    """The largest rel_err over all gradients, with a floor of 1e-3 of the largest one.
-
-    Some gradients are zero in exact arithmetic (BERT's key biases) and
-    rounding noise in both libraries; the floor keeps such a tensor from
-    being measured against its own noise.
-    """
-    floor = 1e-3 * max(np.max(np.abs(g)) for g in theirs.values())
-    return max(rel_err(ours[n], theirs[n], floor) for n in theirs)
 
 
 def word_table(model):
@@ -144,18 +55,6 @@ def word_table(model):
         return scratchlm.to_numpy(model.wte.weight.data)
     bert = getattr(model, "bert", model)
     return scratchlm.to_numpy(bert.embeddings.word_embeddings.weight.data)
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """name -> (the float64 transformers model, the directory it saved itself to)."""
-    out = {}
-    for name in CLASSES:
-        hf = make_hf_model(name)
-        directory = tmp_path_factory.mktemp(name)
-        hf.save_pretrained(directory)
-        out[name] = (hf, directory)
-    return out
 
 
 def forward_errors(name, hf, model, inputs):
