@@ -127,6 +127,76 @@ HF_NAMES = {
     ),
 }
 
+
+
+def _marian_rows():
+    """Marian's modules carry transformers' names: every Linear transposes, the rest copy."""
+    rows = [("shared", "shared", COPY),
+            ("encoder.embed_tokens", "encoder.embed_tokens", COPY),
+            ("decoder.embed_tokens", "decoder.embed_tokens", COPY)]
+    for stack, attns in (("encoder", ("self_attn",)), ("decoder", ("self_attn", "encoder_attn"))):
+        layer = f"{stack}.layers.{{i}}"
+        for attn in attns:
+            rows += [(f"{layer}.{attn}.{p}", f"{layer}.{attn}.{p}", TRANSPOSE)
+                     for p in ("q_proj", "k_proj", "v_proj", "out_proj")]
+            rows.append((f"{layer}.{attn}_layer_norm", f"{layer}.{attn}_layer_norm", COPY))
+        rows += [(f"{layer}.fc1", f"{layer}.fc1", TRANSPOSE),
+                 (f"{layer}.fc2", f"{layer}.fc2", TRANSPOSE),
+                 (f"{layer}.final_layer_norm", f"{layer}.final_layer_norm", COPY)]
+    rows += [("lm_head", "lm_head", TRANSPOSE),       # untied head only
+             ("", "", COPY)]                          # final_logits_bias, at the top level
+    return tuple(rows)
+
+
+HF_NAMES["marian"] = NameTable(
+    base_prefix="model.",
+    rows=_marian_rows(),
+    heads=("lm_head", "final_logits_bias"),
+    tied={},                                          # depends on the config: _marian_table
+    # The sinusoidal tables are no parameters: an older checkpoint that carries
+    # them is checked against the recomputed table (_check_marian_positions).
+    buffers=r"(encoder|decoder)\.embed_positions\.weight",
+)
+
+
+def _marian_table(config) -> NameTable:
+    """Marian's tied tensors follow share_encoder_decoder_embeddings and tie_word_embeddings."""
+    if config.share_encoder_decoder_embeddings:
+        tied = {"encoder.embed_tokens.weight": "shared.weight",
+                "decoder.embed_tokens.weight": "shared.weight"}
+        if config.tie_word_embeddings:
+            tied["lm_head.weight"] = "shared.weight"
+    else:
+        tied = ({"lm_head.weight": "decoder.embed_tokens.weight"}
+                if config.tie_word_embeddings else {})
+    return HF_NAMES["marian"]._replace(tied=tied)
+
+
+def _check_marian_positions(model, found):
+    """Problems with a checkpoint's embed_positions tables: shape, or values that differ
+    from Marian's sinusoids (beyond the rounding of the stored dtype)."""
+    from scratchlm.models.marian import sinusoidal_positions  # noqa: PLC0415 - above models
+    problems = []
+    for stack in ("encoder", "decoder"):
+        name = f"{stack}.embed_positions.weight"
+        if name not in found:
+            continue
+        array, stored = found[name]
+        expected = sinusoidal_positions(model.config.max_position_embeddings,
+                                        model.config.d_model)
+        a = np.asarray(array, dtype=np.float64)
+        if a.shape != expected.shape:
+            problems.append(f"{stored!r}: expected the sinusoidal table of shape "
+                            f"{expected.shape} (max_position_embeddings, d_model); got {a.shape}")
+            continue
+        eps = float(np.finfo(array.dtype).eps) if array.dtype.kind == "f" else 2.0 ** -7
+        worst = float(np.abs(a - expected).max()) if a.size else 0.0
+        if worst > 4 * max(eps, float(np.finfo(np.float32).eps)):
+            problems.append(f"{stored!r} is not Marian's sinusoidal table (largest difference "
+                            f"{worst:.3g}); scratchlm recomputes it and cannot load another")
+    return problems
+
+
 # Our class -> (its transformers class, our base-model prefix, theirs).
 ARCHITECTURES = {
     "GPT": ("GPT2LMHeadModel", "", "transformer."),
@@ -137,6 +207,8 @@ ARCHITECTURES = {
     "BertForSequenceClassification": ("BertForSequenceClassification", "bert.", "bert."),
     "BertForTokenClassification": ("BertForTokenClassification", "bert.", "bert."),
     "BertForQuestionAnswering": ("BertForQuestionAnswering", "bert.", "bert."),
+    "MarianModel": ("MarianModel", "", ""),
+    "MarianMTModel": ("MarianMTModel", "model.", "model."),
 }
 
 # Pre-2019 checkpoints (TensorFlow conversions) name LayerNorm's parameters thus.
@@ -164,6 +236,8 @@ def _architecture(model, where):
 
 
 def _table(model) -> NameTable:
+    if model.config.model_type == "marian":
+        return _marian_table(model.config)
     return HF_NAMES[model.config.model_type]
 
 
@@ -194,7 +268,7 @@ def hf_layout(model) -> dict:
                 if how == QKV:
                     names = tuple(f"{hf_module}.{part}.{leaf}" for part in QKV_PARTS)
                 else:
-                    names = (f"{hf_module}.{leaf}",)
+                    names = (f"{hf_module}.{leaf}" if hf_module else leaf,)
                 layout[name] = HFTensor(names, how, leaf, body)
                 break
         else:
@@ -337,7 +411,11 @@ def load_hf_state_dict(model, tensors, where="load_hf_state_dict") -> LoadReport
             full_name[hf_name] = (hf_base if t.body else "") + hf_name
 
     def head_of(hf_name):
-        return next((h for h in table.heads if hf_name.startswith(h + ".")), None)
+        return next((h for h in table.heads
+                     if hf_name == h or hf_name.startswith(h + ".")), None)
+
+    if model.config.model_type == "marian":
+        problems += _check_marian_positions(model, found)
 
     # Heads the model has but the checkpoint lacks entirely: keep their init.
     absent = [n for n in expected if n not in found]

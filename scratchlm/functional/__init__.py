@@ -9,10 +9,11 @@ Gradient order per op:
     linear_backward         -> dx, dW, db (db None without bias)
     embedding_backward      -> dW
     layernorm_backward      -> dx, dgamma, dbeta
-    gelu/relu/tanh_backward -> dx
+    gelu/silu/relu/tanh_backward -> dx
     softmax_backward        -> dx;   log_softmax_backward -> dx
     dropout_backward        -> dx
-    attention_backward      -> dq, dk, dv
+    attention_backward      -> dq, dk, dv   (self- or cross-attention: k, v may come
+                               from another sequence, the encoder's output)
     cross_entropy_backward  -> dlogits
     soft_cross_entropy_backward -> dstudent_logits (the teacher's logits are a target)
     cosine_embedding_backward   -> da, db
@@ -23,8 +24,8 @@ in the engine, ``scratchlm/kernels``, each tested equal to its op here.
 """
 
 from scratchlm.functional.activations import (
-    GeluCache, ReluCache, TanhCache, gelu_backward, gelu_forward, relu_backward, relu_forward,
-    tanh_backward, tanh_forward,
+    GeluCache, ReluCache, SiluCache, TanhCache, gelu_backward, gelu_forward, relu_backward,
+    relu_forward, silu_backward, silu_forward, tanh_backward, tanh_forward,
 )
 from scratchlm.functional.attention import (
     NO_DROPOUT, AttentionCache, KVCache, attention_backward, attention_forward, causal_keep,
@@ -55,6 +56,7 @@ __all__ = [
     "embedding_forward", "gelu_backward", "gelu_forward", "layernorm_backward",
     "layernorm_forward", "linear_backward", "linear_forward", "log_softmax_backward",
     "log_softmax_forward", "merge_heads", "mse_backward", "mse_forward", "relu_backward",
-    "relu_forward", "soft_cross_entropy_backward", "soft_cross_entropy_forward",
+    "relu_forward", "SiluCache", "silu_backward", "silu_forward",
+    "soft_cross_entropy_backward", "soft_cross_entropy_forward",
     "softmax_backward", "softmax_forward", "split_heads", "tanh_backward", "tanh_forward",
 ]

@@ -1,4 +1,4 @@
-"""Element-wise activations: GELU (tanh and exact erf forms), ReLU, tanh."""
+"""Element-wise activations: GELU (tanh and exact erf forms), SiLU (swish), ReLU, tanh."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)  # the normal density's constant
 GELU_CUBIC = 0.044715                       # the tanh form's cubic coefficient
 
 
-# Activation names as transformers spells them -> the GELU form, or relu/tanh.
+# Activation names as transformers spells them -> the GELU form, or silu/relu/tanh.
 ACTIVATIONS = {
     "gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
     "gelu_fast": "gelu_tanh", "relu": "relu", "tanh": "tanh",
+    "swish": "silu", "silu": "silu",                # Marian's "swish" is SiLU
 }
 
 
@@ -76,6 +77,37 @@ def gelu_backward(dout, cache):
         phi = INV_SQRT_2PI * xp.exp(-0.5 * x * x)                    # dPhi/dx, the density
         dy_dx = Phi + x * phi                                        # back through (2), (1)
     return dout * dy_dx
+
+
+class SiluCache(NamedTuple):
+    x: Array            # (...) the input
+    sig: Array          # (...) sigma(x), reused by the backward
+
+
+def silu_forward(x):
+    """Sigmoid linear unit (swish with beta = 1), Marian's default activation.
+
+    Math:  s = sigma(x) = 1 / (1 + exp(-x))      (1)
+           y = x * s                              (2)
+    sigma is computed as 0.5 * (1 + tanh(x / 2)), which equals it exactly in
+    real numbers and never overflows exp() for large |x|.
+    Shapes: x (...) -> y (...)
+    Returns: y, SiluCache
+    """
+    check_float("silu_forward", "x", x)
+    xp = get_array_module(x)
+    s = 0.5 * (1.0 + xp.tanh(0.5 * x))                  # (1)
+    return x * s, SiluCache(x, s)                       # (2)
+
+
+def silu_backward(dout, cache):
+    """Gradient of silu_forward.
+
+    Math: dy/dx = s + x * s (1 - s)          product rule on (2), with s' = s (1 - s)
+                = s (1 + x (1 - s))
+    """
+    x, s = cache
+    return dout * (s * (1.0 + x * (1.0 - s)))           # back through (2), (1)
 
 
 class ReluCache(NamedTuple):

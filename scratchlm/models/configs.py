@@ -168,3 +168,77 @@ class BertConfig(_ConfigDict):
         _check_positive("BertConfig", num_labels=num_labels)
         return dataclasses.replace(
             self, id2label={i: f"LABEL_{i}" for i in range(num_labels)}, label2id=None)
+
+
+@dataclass
+class MarianConfig(_ConfigDict):
+    """Marian encoder-decoder hyper-parameters (names and defaults of transformers'
+    MarianConfig).
+
+    ``decoder_vocab_size`` None means ``vocab_size``. With
+    ``share_encoder_decoder_embeddings`` one table (``shared``) serves the
+    encoder, the decoder and (``tie_word_embeddings``) the output head.
+    """
+
+    vocab_size: int = 58101
+    decoder_vocab_size: int | None = None
+    max_position_embeddings: int = 1024
+    encoder_layers: int = 12
+    encoder_ffn_dim: int = 4096
+    encoder_attention_heads: int = 16
+    decoder_layers: int = 12
+    decoder_ffn_dim: int = 4096
+    decoder_attention_heads: int = 16
+    activation_function: str = "gelu"
+    d_model: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    init_std: float = 0.02
+    decoder_start_token_id: int = 58100
+    scale_embedding: bool = False
+    pad_token_id: int = 58100
+    eos_token_id: int = 0
+    forced_eos_token_id: int | None = 0
+    share_encoder_decoder_embeddings: bool = True
+    tie_word_embeddings: bool = True
+    extra: dict = field(default_factory=dict, repr=False)
+
+    model_type = "marian"
+
+    def __post_init__(self):
+        c = "MarianConfig"
+        if self.decoder_vocab_size is None:
+            self.decoder_vocab_size = self.vocab_size
+        _check_positive(c, vocab_size=self.vocab_size,
+                        decoder_vocab_size=self.decoder_vocab_size,
+                        max_position_embeddings=self.max_position_embeddings,
+                        encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers,
+                        encoder_ffn_dim=self.encoder_ffn_dim,
+                        decoder_ffn_dim=self.decoder_ffn_dim, d_model=self.d_model,
+                        encoder_attention_heads=self.encoder_attention_heads,
+                        decoder_attention_heads=self.decoder_attention_heads)
+        for name in ("encoder_attention_heads", "decoder_attention_heads"):
+            if self.d_model % getattr(self, name):
+                raise ValueError(f"{c}: d_model={self.d_model} must be divisible by "
+                                 f"{name}={getattr(self, name)}")
+        if self.activation_function not in ACTIVATIONS:
+            raise ValueError(f"{c}: activation_function must be one of {sorted(ACTIVATIONS)}; "
+                             f"got {self.activation_function!r}")
+        _check_prob(c, dropout=self.dropout, attention_dropout=self.attention_dropout,
+                    activation_dropout=self.activation_dropout)
+        if self.share_encoder_decoder_embeddings and self.decoder_vocab_size != self.vocab_size:
+            raise ValueError(f"{c}: shared embeddings need decoder_vocab_size == vocab_size; "
+                             f"got {self.decoder_vocab_size} and {self.vocab_size}")
+        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) \
+                    or not 0 <= v < self.decoder_vocab_size:
+                raise ValueError(f"{c}: {name} must be a token id in [0, "
+                                 f"{self.decoder_vocab_size}); got {v!r}")
+        for flag in ("encoder_layerdrop", "decoder_layerdrop"):
+            if self.extra.get(flag):
+                raise ValueError(f"{c}: {flag} > 0 is not supported; got {self.extra[flag]}")
+        if self.extra.get("normalize_before") or self.extra.get("add_final_layer_norm"):
+            raise ValueError(f"{c}: pre-LN Marian variants (normalize_before, "
+                             "add_final_layer_norm) are not supported")

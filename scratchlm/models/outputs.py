@@ -19,6 +19,7 @@ class ModelOutput:
     last_hidden_state, pooler_output: BertModel.
     hidden_states: with output_hidden_states=True, a tuple of L + 1 (B, T, C)
         arrays: the embeddings' output, then each layer's (GPT's last after ln_f).
+    encoder_last_hidden_state: Marian, the encoder's output (B, S, C).
     attentions: with output_attentions=True, a tuple of L (B, H, T, T) arrays,
         each layer's attention probabilities (after dropout, as transformers).
     """
@@ -33,6 +34,7 @@ class ModelOutput:
     pooler_output: Array | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+    encoder_last_hidden_state: Array | None = None
 
     def __getitem__(self, key):
         return getattr(self, key)

@@ -139,6 +139,36 @@ class TiedLMHead(Module):
         return dx
 
 
+class TiedEmbedding(Module):
+    """A lookup into another Embedding's table: ``out[p] = W[ids[p]]``, W shared.
+
+    Marian's encoder, decoder and output head read one table (``shared``).
+    Each reading keeps its own cache, and each backward adds its scatter-add
+    into the one ``.grad`` (gradients add at the fork). As the owner's own
+    lookup, the padding row gets no gradient from here.
+    """
+
+    def __init__(self, embedding):
+        super().__init__()
+        object.__setattr__(self, "embedding", embedding)    # tied: not registered again
+
+    def forward(self, ids):
+        W = self.embedding.weight.data
+        out, cache = table(W).embedding_forward(ids, W)
+        self._save(cache)
+        return out
+
+    def backward(self, dout):
+        cache = self._pop_cache()
+        weight = self.embedding.weight
+        if not weight.requires_grad:
+            return
+        dW = table(dout).embedding_backward(dout, cache)
+        if self.embedding.padding_idx is not None:
+            dW[self.embedding.padding_idx] = 0
+        weight.accumulate(dW)                           # tied: gradients add at the fork
+
+
 class CrossEntropyLoss(Module):
     """The mean cross-entropy of logits (..., V) against targets (...), ignore_index skipped.
 
@@ -218,6 +248,8 @@ class Activation(Module):
             y, cache = table(x).gelu_forward(x, "none")
         elif self.kind == "gelu_tanh":
             y, cache = table(x).gelu_forward(x, "tanh")
+        elif self.kind == "silu":
+            y, cache = F.silu_forward(x)
         elif self.kind == "relu":
             y, cache = F.relu_forward(x)
         else:
@@ -229,6 +261,8 @@ class Activation(Module):
         cache = self._pop_cache()
         if self.kind in ("gelu_erf", "gelu_tanh"):
             return table(dout).gelu_backward(dout, cache)
+        if self.kind == "silu":
+            return F.silu_backward(dout, cache)
         if self.kind == "relu":
             return F.relu_backward(dout, cache)
         return F.tanh_backward(dout, cache)
@@ -341,6 +375,92 @@ class MultiHeadSelfAttention(Module):
 
     def extra_repr(self):
         return f"n_embd={self.n_embd}, n_head={self.n_head}, causal={self.causal}"
+
+
+class MultiHeadAttention(Module):
+    """Attention with separate query, key and value projections: self- or cross-attention.
+
+        q = x W_q + b_q                      q_proj: (C, C), from the queries' sequence x
+        k = m W_k + b_k,  v = m W_v + b_v    k_proj, v_proj: from m, the memory:
+                                             m = x (self-attention) or the encoder's
+                                             output (cross-attention, in a decoder)
+        a = attention(q, k, v)               split into H heads; masked; dropout on weights
+        out = merge(a) W_o + b_o             out_proj: (C, C)
+
+    Names as transformers' BART/Marian attention. In cross-attention the
+    mask is the source's key-padding mask (B, S), and Tq (target length) and
+    Tk (source length) differ. Backward returns dx and, in cross-attention,
+    dm: the gradient that flows into the encoder's output from this layer
+    (added over every decoder layer by the model).
+
+    Decoding: ``kv_cache`` (functional.KVCache) holds the self-attention's
+    past keys and values; ``static_kv``, the (k, v) heads of the memory from
+    ``project_memory``, computed once per source and reused at every step.
+    """
+
+    def __init__(self, embed_dim, num_heads, *, causal=False, attn_pdrop=0.0, std=0.02,
+                 rng=None, dtype="float32"):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiHeadAttention: embed_dim={embed_dim} must be divisible "
+                             f"by num_heads={num_heads}")
+        self.embed_dim, self.num_heads, self.causal = embed_dim, num_heads, causal
+        self.attn_pdrop = attn_pdrop
+        self.k_proj = Linear(embed_dim, embed_dim, std=std, rng=rng, dtype=dtype)
+        self.v_proj = Linear(embed_dim, embed_dim, std=std, rng=rng, dtype=dtype)
+        self.q_proj = Linear(embed_dim, embed_dim, std=std, rng=rng, dtype=dtype)
+        self.out_proj = Linear(embed_dim, embed_dim, std=std, rng=rng, dtype=dtype)
+
+    def project_memory(self, memory):
+        """(k, v) heads (B, H, S, D) of the memory (B, S, C), for ``static_kv`` (no cache)."""
+        H = self.num_heads
+        k, _ = table(memory).linear_forward(memory, self.k_proj.weight.data,
+                                            self.k_proj.bias.data)
+        v, _ = table(memory).linear_forward(memory, self.v_proj.weight.data,
+                                            self.v_proj.bias.data)
+        return F.split_heads(k, H), F.split_heads(v, H)
+
+    def forward(self, x, memory=None, mask=None, kv_cache=None, static_kv=None,
+                output_attentions=False):
+        """x (B, Tq, C); memory (B, Tk, C) or None (self-attention) -> (B, Tq, C).
+
+        ``output_attentions``: also return the weights (B, H, Tq, Tk): (y, att).
+        """
+        H = self.num_heads
+        cross = memory is not None or static_kv is not None
+        q = F.split_heads(self.q_proj.forward(x), H)    # (1) (B, H, Tq, D)
+        if static_kv is not None:                       #     decoding: the memory's heads, once
+            k, v = static_kv
+        else:
+            m = memory if cross else x
+            k = F.split_heads(self.k_proj.forward(m), H)  # (2) (B, H, Tk, D)
+            v = F.split_heads(self.v_proj.forward(m), H)  # (3)
+        if kv_cache is not None:                        #     decoding: past keys too
+            k, v = kv_cache.append(k, v)
+        p = self.attn_pdrop if self.training else 0.0
+        a, att_cache = table(q).attention_forward(      # (4)
+            q, k, v, causal=self.causal, mask=mask, dropout_p=p, rng=self.rng)
+        y = self.out_proj.forward(F.merge_heads(a))     # (5) (B, Tq, C)
+        self._save((att_cache, cross))
+        return (y, att_cache.att_dropped) if output_attentions else y
+
+    def backward(self, dout, datt=None):
+        """dout (B, Tq, C) -> dx, or (dx, dmemory) in cross-attention."""
+        H = self.num_heads
+        att_cache, cross = self._pop_cache()
+        da = F.split_heads(self.out_proj.backward(dout), H)   # back through (5)
+        dq, dk, dv = table(da).attention_backward(da, att_cache, datt)  # back through (4)
+        dm = self.v_proj.backward(F.merge_heads(dv))    # back through (3)
+        dm += self.k_proj.backward(F.merge_heads(dk))   # back through (2): k and v read the
+        dx = self.q_proj.backward(F.merge_heads(dq))    # same memory; back through (1)
+        if cross:
+            return dx, dm
+        dx += dm                                        # self-attention: m is x, so the
+        return dx                                       # gradients add at the fork
+
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+                f"causal={self.causal}")
 
 
 class FeedForward(Module):
