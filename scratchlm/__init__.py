@@ -28,7 +28,8 @@ _WHERE = {
     **dict.fromkeys(("GPT", "GPTConfig", "BertConfig", "BertModel", "BertForMaskedLM",
                      "BertForNextSentencePrediction", "BertForPreTraining",
                      "BertForQuestionAnswering", "BertForSequenceClassification",
-                     "BertForTokenClassification"), "scratchlm.models"),
+                     "BertForTokenClassification", "MarianConfig", "MarianModel",
+                     "MarianMTModel"), "scratchlm.models"),
 }
 __getattr__ = lazy_names(__name__, _WHERE)     # each name loads its module on first use
 
@@ -37,6 +38,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BertConfig", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
     "BertForQuestionAnswering", "BertForSequenceClassification", "BertForTokenClassification",
-    "BertModel", "GPT", "GPTConfig",
+    "BertModel", "GPT", "GPTConfig", "MarianConfig", "MarianModel", "MarianMTModel",
     "get_array_module", "get_backend", "get_kernels", "use_kernels", "set_backend", "to_numpy", "__version__",
 ]

@@ -212,6 +212,8 @@ def functional_cases(seed: int = 0):
     away = np.where(np.abs(x) < 0.1, 0.5, x)            # no element near the kink
     yield ("relu", f"x {(B, T, C)}", F.relu_forward, F.relu_backward, dict(x=away), ["x"])
     yield ("tanh", f"x {(B, T, C)}", F.tanh_forward, F.tanh_backward, dict(x=x), ["x"])
+    yield ("silu (swish)", f"x {(B, T, C)}", F.silu_forward, F.silu_backward, dict(x=3 * x),
+           ["x"])
     yield ("softmax", f"x {(B, T, V)}", F.softmax_forward, F.softmax_backward,
            dict(x=10 * rng.standard_normal((B, T, V))), ["x"])
     yield ("log_softmax", f"x {(B, T, V)}", F.log_softmax_forward, F.log_softmax_backward,
@@ -237,11 +239,28 @@ def functional_cases(seed: int = 0):
     yield ("attention (2 queries, KV cache)", f"q {(B, H, 2, D)} k,v {(B, H, T, D)}",
            lambda q, k, v: F.attention_forward(q, k, v, causal=True), F.attention_backward,
            dict(q=q_new, k=qkv["k"], v=qkv["v"]), ["q", "k", "v"])
+    S = T + 3                                           # a source longer than the target
+    source = np.ones((B, S), dtype=bool)
+    source[1, 4:] = False                               # the source's padding
+    yield ("attention (cross, source mask)",
+           f"q {(B, H, T, D)} k,v {(B, H, S, D)}",
+           lambda q, k, v: F.attention_forward(q, k, v, mask=source), F.attention_backward,
+           dict(q=qkv["q"], k=rng.standard_normal((B, H, S, D)),
+                v=rng.standard_normal((B, H, S, D))), ["q", "k", "v"])
     targets = rng.integers(0, V, (B, T))
     targets[0, :2] = -100                               # ignored targets
     yield ("cross_entropy", f"logits {(B, T, V)}",
            lambda logits: F.cross_entropy_forward(logits, targets), F.cross_entropy_backward,
            dict(logits=5 * rng.standard_normal((B, T, V))), ["logits"])
+    teacher = 5 * rng.standard_normal((B, T, V))
+    yield ("soft_cross_entropy (T=2)", f"logits {(B, T, V)}",
+           lambda s: F.soft_cross_entropy_forward(s, teacher, temperature=2.0),
+           F.soft_cross_entropy_backward, dict(s=5 * rng.standard_normal((B, T, V))), ["s"])
+    yield ("cosine_embedding", f"a,b {(B, T, C)}", F.cosine_embedding_forward,
+           F.cosine_embedding_backward, dict(a=x, b=rng.standard_normal((B, T, C))),
+           ["a", "b"])
+    yield ("mse", f"a,b {(B, T, C)}", F.mse_forward, F.mse_backward,
+           dict(a=x, b=rng.standard_normal((B, T, C))), ["a", "b"])
     big = rng.standard_normal((4, 32, 24))              # large: directional checks
     yield ("linear (large)", f"x {big.shape} W (24, 48)", F.linear_forward,
            F.linear_backward, dict(x=big, W=rng.standard_normal((24, 48)),
@@ -282,6 +301,8 @@ def gradcheck_model(model, loss_fn: Callable, *, seed: int = 0, h: float = 1e-5,
 
     report = GradcheckReport()
     for name, p in model.named_parameters():
+        if not p.requires_grad:                         # a fixed buffer: nothing to check
+            continue
         us = rng.standard_normal((n_directions,) + tuple(p.shape))
         analytic, numeric = [], []
         for u in us:
@@ -346,6 +367,25 @@ def model_cases(seed: int = 0):
     for cls_name, labels in bert_cases:
         yield (cls_name, getattr(M, cls_name)(bert_cfg, seed=seed, dtype="float64"),
                lambda m, labels=labels: m(ids, **enc, **labels).loss)
+
+    # Marian: the decoder starts with an id other than pad (3), whose table row gets
+    # no gradient from a lookup; ignored labels are a suffix (read as pad by the shift).
+    src = rng.integers(4, V, (B, T + 1))
+    tgt = rng.integers(4, V, (B, T))
+    tgt[1, 4:] = -100
+    src_mask = np.ones((B, T + 1), dtype=np.int64)
+    src_mask[1, 5:] = 0
+    for act, share in (("swish", True), ("gelu", False)):
+        marian_cfg = M.MarianConfig(
+            vocab_size=V, d_model=8, encoder_layers=2, decoder_layers=2,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=12,
+            decoder_ffn_dim=12, max_position_embeddings=16, pad_token_id=3, eos_token_id=0,
+            decoder_start_token_id=1, dropout=0.0, init_std=0.3, activation_function=act,
+            scale_embedding=share, share_encoder_decoder_embeddings=share,
+            tie_word_embeddings=share)
+        yield (f"MarianMTModel ({act}, {'shared' if share else 'unshared'})",
+               M.MarianMTModel(marian_cfg, seed=seed, dtype="float64"),
+               lambda m: m(src, src_mask, labels=tgt).loss)
 
 
 def check_models(seed: int = 0, **kwargs):
