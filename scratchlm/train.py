@@ -142,7 +142,8 @@ class Trainer:
     """Train a model with a loss (GPT with labels, BERT pre-training, task heads)."""
 
     def __init__(self, model, args: TrainingArguments, train_batches, eval_batches=None,
-                 optimizer=None, on_save=None, metrics_fn=None, parallel=None):
+                 optimizer=None, on_save=None, metrics_fn=None, parallel=None,
+                 eval_fn=None):
         """
         Args:
             model: a scratchlm model whose forward returns ``.loss`` given a batch dict.
@@ -154,6 +155,9 @@ class Trainer:
                 (e.g. to write the tokenizer beside it).
             metrics_fn: optional ``metrics_fn(batch, output) -> dict`` of numbers,
                 averaged over the evaluation batches (accuracy, say).
+            eval_fn: optional ``eval_fn(model) -> dict`` of numbers over the whole
+                evaluation set, at the end of each evaluation (a corpus-level metric:
+                BLEU of translations, say); logged as ``val_<name>``.
             parallel: the hooks for training over several processes, default
                 ``SingleProcess()``. For data parallel,
                 ``scratchlm.distributed.DataParallel(comm)``; then train_batches and
@@ -167,6 +171,7 @@ class Trainer:
             betas=tuple(args.betas), flat=True)     # one update over flat buffers
         self.on_save = on_save
         self.metrics_fn = metrics_fn
+        self.eval_fn = eval_fn
         self.step = 0
         self.history: list[dict] = []
         self.parallel = SingleProcess() if parallel is None else parallel
@@ -235,6 +240,8 @@ class Trainer:
         counts = [float(np.sum(~np.isnan(extra[k]))) for k in keys]
         val_loss, sums, counts = self.parallel.average_evaluation(val_loss, sums, counts)
         means = {k: float(s / c) if c else float("nan") for k, s, c in zip(keys, sums, counts)}
+        if self.eval_fn is not None:
+            means.update({k: float(v) for k, v in self.eval_fn(self.model).items()})
         return {"step": self.step, "val_loss": val_loss,
                 "val_ppl": float(math.exp(min(val_loss, 700.0))),
                 **{f"val_{k}": v for k, v in means.items()}}
