@@ -55,6 +55,12 @@ TRAIN_DEFAULTS = dict(tokenizer="char", vocab_size=1024, n_layer=4, n_head=4, n_
                       text=None, sample_tokens=300)
 # BERT pre-training: a WordPiece vocabulary and a higher MLM-friendly learning rate.
 BERT_DEFAULTS = dict(vocab_size=4096, block_size=128, lr=1e-3, max_steps=600)
+# Translation: a unigram SentencePiece shared by both languages; block_size is the
+# longest source or target kept, in tokens.
+MARIAN_DEFAULTS = dict(vocab_size=4000, n_layer=3, n_head=4, n_embd=128, block_size=64,
+                       batch_size=32, max_steps=1500, lr=1e-3, warmup_steps=100,
+                       eval_interval=250, dropout=0.1, sample_tokens=0)
+TRANSLATION_DEFAULTS = dict(pairs=None, target_lang="de", bleu_sentences=200)
 
 
 def _load_tokenizer(directory):
@@ -180,6 +186,96 @@ def _bert_setup(cfg, text, out, resume):
     return tok, model, train_batches, eval_batches, metrics, shape, sizes, None
 
 
+def _marian_setup(cfg, text, out, resume):
+    """SentencePiece, sentence-pair batches and a MarianMTModel for translation."""
+    from scratchlm.data import (  # noqa: PLC0415
+        TranslationBatches, builtin_pairs, pad_translation_batch, read_pairs, split_pairs)
+    from scratchlm.metrics import corpus_bleu  # noqa: PLC0415
+    from scratchlm.models import MarianConfig, MarianMTModel  # noqa: PLC0415
+    from scratchlm.seq2seq import translate  # noqa: PLC0415
+    from scratchlm.tokenizers import SentencePieceTokenizer  # noqa: PLC0415
+
+    if cfg["pairs"]:
+        if not os.path.isfile(cfg["pairs"]):
+            raise FileNotFoundError(f"--pairs: no such file: {cfg['pairs']}")
+        train_pairs, dev_pairs = split_pairs(read_pairs(cfg["pairs"]))
+        origin = cfg["pairs"]
+    else:
+        found = builtin_pairs(cfg["target_lang"])
+        train_pairs, dev_pairs = found.train, found.dev
+        origin = f"the system's message catalogs, en -> {cfg['target_lang']}, " \
+                 f"{len(found.files)} files"
+    if len(train_pairs) < 2 or not dev_pairs:
+        raise ValueError(f"{origin}: {len(train_pairs)} training and {len(dev_pairs)} dev "
+                         "pairs; translation needs more (a TSV of source<TAB>target lines)")
+    if resume:
+        tok = SentencePieceTokenizer.from_pretrained(out)
+    else:
+        tok = SentencePieceTokenizer.train_marian(
+            [s for s, _ in train_pairs] + [t for _, t in train_pairs], cfg["vocab_size"])
+    L = cfg["block_size"]
+
+    def encode(pairs):
+        enc = tok([s for s, _ in pairs], text_target=[t for _, t in pairs],
+                  truncation=True, max_length=L)
+        return enc["input_ids"], enc["labels"]
+
+    train_src, train_tgt = encode(train_pairs)
+    config = MarianConfig(
+        vocab_size=tok.vocab_size, d_model=cfg["n_embd"], encoder_layers=cfg["n_layer"],
+        decoder_layers=cfg["n_layer"], encoder_attention_heads=cfg["n_head"],
+        decoder_attention_heads=cfg["n_head"], encoder_ffn_dim=4 * cfg["n_embd"],
+        decoder_ffn_dim=4 * cfg["n_embd"], max_position_embeddings=L + 1,
+        activation_function="swish", scale_embedding=True, dropout=cfg["dropout"],
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        forced_eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    model = MarianMTModel(config, seed=cfg["seed"], dtype=cfg["dtype"])
+    train_batches = TranslationBatches(train_src, train_tgt, cfg["batch_size"],
+                                       tok.pad_token_id, seed=cfg["seed"], pool_batches=16)
+    eval_pairs = dev_pairs[:cfg["eval_batches"] * cfg["batch_size"]]
+    dev_src, dev_tgt = encode(eval_pairs)
+    B = cfg["batch_size"]
+    eval_batches = [pad_translation_batch(dev_src[i:i + B], dev_tgt[i:i + B], tok.pad_token_id)
+                    for i in range(0, len(dev_src), B)]
+    bleu_pairs = dev_pairs[:cfg["bleu_sentences"]]
+
+    def bleu(model):
+        """Greedy translations of the first dev sentences, scored against their references."""
+        hyps = translate(model, tok, [s for s, _ in bleu_pairs], max_new_tokens=L,
+                         batch_size=64)
+        return {"bleu": corpus_bleu(hyps, [t for _, t in bleu_pairs]).score}
+
+    shape = (f"Marian {config.encoder_layers}+{config.decoder_layers} layers, "
+             f"{config.encoder_attention_heads} heads, width {config.d_model}, "
+             f"max length {L}")
+    sizes = (f"{len(train_pairs):,} train / {len(dev_pairs):,} dev sentence pairs from "
+             f"{origin}")
+    return tok, model, train_batches, eval_batches, None, shape, sizes, \
+        {"dev_pairs": dev_pairs, "bleu_pairs": bleu_pairs, "eval_fn": bleu}
+
+
+def _marian_report(model, tok, dev, cfg):
+    """Dev BLEU next to copying the source, and three example translations."""
+    from scratchlm.metrics import corpus_bleu  # noqa: PLC0415
+    from scratchlm.seq2seq import translate  # noqa: PLC0415
+
+    pairs = dev["dev_pairs"][:max(cfg["bleu_sentences"], 3)]
+    sources, refs = [s for s, _ in pairs], [t for _, t in pairs]
+    t0 = time.perf_counter()
+    greedy = translate(model, tok, sources, max_new_tokens=cfg["block_size"], batch_size=64)
+    t1 = time.perf_counter()
+    beams = translate(model, tok, sources, max_new_tokens=cfg["block_size"], batch_size=64,
+                      num_beams=4)
+    t2 = time.perf_counter()
+    print(f"\n--- dev BLEU ({len(pairs)} sentences) ---")
+    print(f"copy the source      {corpus_bleu(sources, refs).score:6.2f}")
+    print(f"greedy               {corpus_bleu(greedy, refs).score:6.2f}   ({t1 - t0:.1f} s)")
+    print(f"beam search, 4 beams {corpus_bleu(beams, refs).score:6.2f}   ({t2 - t1:.1f} s)")
+    print("\n--- examples (dev) ---")
+    for (src, ref), hyp in list(zip(pairs, beams))[:3]:
+        print(f"source:      {src}\nreference:   {ref}\ntranslation: {hyp}\n")
+
+
 def _cmd_train(args) -> int:
     """One process, or one rank of ``mpirun -n N scratchlm train`` (found in the environment)."""
     from scratchlm import backend, distributed  # noqa: PLC0415
@@ -208,7 +304,7 @@ def _train(args, dist) -> int:
 
     out = args.out
     run_path = os.path.join(out, "run_args.json")
-    given = {k: getattr(args, k, None) for k in TRAIN_DEFAULTS}
+    given = {k: getattr(args, k, None) for k in {**TRAIN_DEFAULTS, **TRANSLATION_DEFAULTS}}
     given["model"] = args.model
     if args.resume:
         if not os.path.exists(run_path):
@@ -217,7 +313,8 @@ def _train(args, dist) -> int:
             saved = json.load(f)
         # A resumed run keeps its settings; only a longer --max-steps may change.
         given = {**saved, "max_steps": max(saved["max_steps"], args.max_steps or 0)}
-    defaults = {**TRAIN_DEFAULTS, **(BERT_DEFAULTS if given["model"] == "bert" else {})}
+    defaults = {**TRAIN_DEFAULTS, **TRANSLATION_DEFAULTS,
+                **{"bert": BERT_DEFAULTS, "marian": MARIAN_DEFAULTS}.get(given["model"], {})}
     cfg = {k: (defaults.get(k) if v is None else v) for k, v in given.items()}
     if args.backend:
         backend.set_backend(args.backend)
@@ -234,12 +331,21 @@ def _train(args, dist) -> int:
     if dist is not None:
         dist.check_agreement("the run configuration", {**cfg, "resume": args.resume})
 
-    text = _read_text(cfg["text"]) if cfg["text"] else builtin_corpus()
+    if cfg["model"] == "marian":
+        if cfg["text"]:
+            raise ValueError("--text: translation trains on sentence pairs; pass --pairs "
+                             "FILE.tsv (source<TAB>target lines) instead")
+        text = None
+    else:
+        for flag in ("pairs", "target_lang"):
+            if getattr(args, flag, None) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} applies to --model marian only")
+        text = _read_text(cfg["text"]) if cfg["text"] else builtin_corpus()
     os.makedirs(out, exist_ok=True)
     if not main:                                    # rank 0 writes tokenizer and token files
         dist.barrier("rank 0's data preparation")   # first; the others read them back
     t0 = time.perf_counter()
-    setup = _bert_setup if cfg["model"] == "bert" else _gpt_setup
+    setup = {"bert": _bert_setup, "marian": _marian_setup}.get(cfg["model"], _gpt_setup)
     tok, model, train_batches, eval_batches, metrics_fn, shape, sizes, val_text = setup(
         {**cfg, "batch_size": cfg["batch_size"] * world}, text, out, args.resume or not main)
     prep_time = time.perf_counter() - t0
@@ -264,7 +370,8 @@ def _train(args, dist) -> int:
         eval_batches = [distributed.shard_batch(b, dist.rank, world) for b in eval_batches]
         parallel = distributed.DataParallel(dist)
     trainer = Trainer(model, targs, train_batches, eval_batches, metrics_fn=metrics_fn,
-                      parallel=parallel)
+                      parallel=parallel,
+                      eval_fn=val_text["eval_fn"] if cfg["model"] == "marian" else None)
     ranks = ("" if parallel is None else
              f", {world} ranks x batch {cfg['batch_size']} ({parallel.summary()})")
     if main:
@@ -282,7 +389,9 @@ def _train(args, dist) -> int:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("val_"))
     print(f"done in {wall:.0f} s: step {trainer.step}, {shown}; model (Hugging Face format), "
           f"tokenizer and metrics in {out}/" + (", loss curve in loss.png" if plotted else ""))
-    if cfg["sample_tokens"] and val_text is not None and model.config.n_positions > 1:
+    if cfg["model"] == "marian":
+        _marian_report(model, tok, val_text, cfg)
+    elif cfg["sample_tokens"] and val_text is not None and model.config.n_positions > 1:
         # The prompt (the start of the validation text) takes at most half of the
         # context, so that a short --block-size still leaves room for new tokens.
         n_ctx = model.config.n_positions
@@ -320,6 +429,49 @@ def _cmd_generate(args) -> int:
                    do_sample=args.temperature > 0, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     print(tok.decode(backend.to_numpy(out)[0].tolist()))
+    return 0
+
+
+def _cmd_translate(args) -> int:
+    """Translate --text or each line of --file; lines "source<TAB>reference" get BLEU."""
+    from scratchlm import backend  # noqa: PLC0415
+    from scratchlm.metrics import corpus_bleu  # noqa: PLC0415
+    from scratchlm.models import MarianMTModel  # noqa: PLC0415
+    from scratchlm.seq2seq import translate  # noqa: PLC0415
+    from scratchlm.tokenizers import SentencePieceTokenizer  # noqa: PLC0415
+
+    if args.backend:
+        backend.set_backend(args.backend)
+    if not os.path.isdir(args.checkpoint):
+        raise FileNotFoundError(f"--checkpoint: no such directory: {args.checkpoint}")
+    refs = None
+    if args.text is not None:
+        sources = [args.text]
+    else:
+        lines = [line.rstrip("\n").rstrip("\r") for line in
+                 _read_text(args.file).splitlines() if line.strip()]
+        tabs = [line.count("\t") for line in lines]
+        if any(tabs) and not all(t == 1 for t in tabs):
+            bad = next(i for i, t in enumerate(tabs, 1) if t != 1)
+            raise ValueError(f"--file: {args.file} line {bad}: lines must all be plain "
+                             "sources, or all source<TAB>reference")
+        if all(tabs):
+            sources, refs = zip(*(line.split("\t") for line in lines))
+            sources, refs = list(sources), list(refs)
+        else:
+            sources = lines
+    model = MarianMTModel.from_pretrained(args.checkpoint, dtype=args.dtype)
+    tok = SentencePieceTokenizer.from_pretrained(args.checkpoint)
+    hyps = translate(model, tok, sources, num_beams=args.num_beams,
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                     progress=len(sources) > args.batch_size and not args.no_progress)
+    for hyp in hyps:
+        print(hyp)
+    if refs is not None:
+        score = corpus_bleu(hyps, refs)
+        print(f"BLEU {score.score:.2f} on {len(refs)} sentences ({args.num_beams} beam"
+              f"{'s' if args.num_beams > 1 else ''}; 13a tokens, exp smoothing)",
+              file=sys.stderr)
     return 0
 
 
@@ -918,9 +1070,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "reference text), a character tokenizer, 4 layers x 128 wide, 1000 steps; "
                     "writes the model (Hugging Face format), tokenizer, metrics and loss plot "
                     "to out/ and prints a sample.")
-    p.add_argument("--model", choices=["gpt", "bert"], default="gpt",
+    p.add_argument("--model", choices=["gpt", "bert", "marian"], default="gpt",
                    help="gpt: causal LM; bert: BertForPreTraining with masked LM + "
-                        "next-sentence prediction and a WordPiece tokenizer")
+                        "next-sentence prediction and a WordPiece tokenizer; marian: "
+                        "translation (MarianMTModel, SentencePiece, dev BLEU at each "
+                        "evaluation), on --pairs or the system's message catalogs")
+    p.add_argument("--pairs", help="--model marian: a UTF-8 TSV file of source<TAB>target "
+                   "lines (default: English -> --target-lang pairs read from the compiled "
+                   "gettext catalogs the system ships, /usr/share/locale/*/LC_MESSAGES)")
+    p.add_argument("--target-lang", help="--model marian without --pairs: the catalogs' "
+                   f"language (default {TRANSLATION_DEFAULTS['target_lang']})")
+    p.add_argument("--bleu-sentences", dest="bleu_sentences", type=POSITIVE_INT,
+                   help="--model marian: dev sentences translated for BLEU at each evaluation "
+                        f"(default {TRANSLATION_DEFAULTS['bleu_sentences']})")
     p.add_argument("--text", help="train on this UTF-8 text file instead of the built-in corpus")
     p.add_argument("--tokenizer", choices=["char", "bpe"], help="char or byte-level BPE "
                    f"(default {TRAIN_DEFAULTS['tokenizer']})")
@@ -959,6 +1121,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "rank waits for the others in one collective operation before it stops "
                         "the job (default 600)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("translate", help="translate with a trained Marian model",
+                       description="Translate --text, or every line of --file with a "
+                                   "MarianMTModel directory (from scratchlm train --model "
+                                   "marian, or transformers' save_pretrained with Marian "
+                                   "tokenizer files). Lines of the form source<TAB>reference "
+                                   "also report BLEU (on stderr).")
+    p.add_argument("--checkpoint", required=True, help="model and tokenizer directory")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--text", help="one sentence to translate")
+    g.add_argument("--file", help="a UTF-8 file: one source per line, or source<TAB>reference")
+    p.add_argument("--num-beams", type=POSITIVE_INT, default=4, help="beam width (1: greedy; "
+                   "default 4)")
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=None,
+                   help="tokens per translation at most (default: the model's positions - 1)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    p.add_argument("--backend", choices=["numpy", "cupy"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("generate", help="sample text from a trained model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -127,7 +127,14 @@ def generate_seq2seq(model, input_ids, *, attention_mask=None, max_new_tokens=No
 
 def translate(model, tokenizer, texts, *, num_beams=1, max_new_tokens=None, batch_size=16,
               length_penalty=1.0, progress=False):
-    """Translate a list of strings with a MarianMTModel and its tokenizer -> list of strings."""
+    """Translate a list of strings with a MarianMTModel and its tokenizer -> list of strings.
+
+    Sources are cut to the model's positions; max_new_tokens None allows as many
+    tokens as the model has positions after the start token.
+    """
+    cfg = model.config
+    if max_new_tokens is None:
+        max_new_tokens = cfg.max_position_embeddings - 1
     out = []
     batches = range(0, len(texts), batch_size)
     if progress:
@@ -135,7 +142,7 @@ def translate(model, tokenizer, texts, *, num_beams=1, max_new_tokens=None, batc
         batches = tqdm(batches, desc="translate", unit="batch")
     for i in batches:
         enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                        max_length=model.config.max_position_embeddings)
+                        max_length=cfg.max_position_embeddings)
         ids = model.generate(backend.to_backend(enc["input_ids"]),
                              attention_mask=backend.to_backend(enc["attention_mask"]),
                              max_new_tokens=max_new_tokens, num_beams=num_beams,
