@@ -11,6 +11,10 @@ floats in [0, 1] (perplexity: >= 1). Where a ratio has a zero denominator
     squad_scores    exact match and token F1 after SQuAD's answer
                     normalisation, the best over each question's gold answers
     perplexity      exp(mean cross-entropy in nats)
+    corpus_bleu     corpus-level BLEU (0-100) as sacrebleu computes it: 13a
+                    tokenisation, n-grams up to 4, "exp" smoothing, brevity
+                    penalty against the closest reference length
+    tokenize_13a    the mteval-v13a tokeniser that BLEU uses by default
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import math
 import re
 import string
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -203,3 +208,227 @@ def perplexity(mean_loss: float) -> float:
     if not math.isfinite(mean_loss):
         raise ValueError(f"perplexity: the loss must be finite; got {mean_loss}")
     return math.exp(mean_loss) if mean_loss < 709 else math.inf
+
+
+# --- BLEU ----------------------------------------------------------------------
+#
+# BLEU (Papineni et al., 2002) as sacrebleu computes it by default, so that
+# scores agree with the ones papers and WMT report. For a corpus of
+# hypotheses h_i, each with one or more references r_ij:
+#
+#     tokens      13a tokenisation of every segment (below)
+#     m_n, t_n    over the corpus, for n = 1..N (N = 4): t_n counts the n-grams
+#                 of the hypotheses, m_n those matched, each n-gram's count
+#                 clipped to the most times it occurs in any one reference
+#     p_n         100 * m_n / t_n, smoothed where m_n = 0 (smooth_method)
+#     c, r        hypothesis length and reference length, summed over segments;
+#                 per segment the reference length closest to the hypothesis
+#                 length (the shorter one on a tie)
+#     BP          1 if c >= r, else exp(1 - r / c) (0 when c = 0)
+#     BLEU        BP * exp((1/N) sum_n log p_n)      (0 when any p_n is 0)
+
+# 13a treats every ASCII punctuation mark as a token of its own, except four:
+# the apostrophe (kept inside words: "don't"), and the comma, period and dash,
+# which have rules of their own so that numbers ("1,000.5") and hyphenated
+# words ("state-of-the-art") stay whole.
+_13A_SYMBOLS = "!\"#$%&()*+/:;<=>?@[\\]^_`{|}~"
+_13A_RULES = [
+    (re.compile("([" + re.escape(_13A_SYMBOLS) + "])"), r" \1 "),  # symbols stand alone
+    (re.compile(r"([^0-9])([.,])"), r"\1 \2 "),   # . and , split off unless after a digit ...
+    (re.compile(r"([.,])([^0-9])"), r" \1 \2"),   # ... or unless before one
+    (re.compile(r"([0-9])(-)"), r"\1 \2 "),       # a dash after a digit splits ("5-10")
+]
+# The SGML escapes mteval's input may carry, undone in this order (so "&amp;lt;" -> "<").
+_13A_ENTITIES = [("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">")]
+
+_SMOOTH_DEFAULTS = {"exp": None, "floor": 0.1, "add-k": 1, "none": None}
+
+
+def tokenize_13a(line: str) -> list:
+    """The tokens of one segment by mteval-v13a's rules (sacrebleu's "13a").
+
+    1. Drop "<skipped>"; join words hyphenated across a line break ("-\\n");
+       line breaks become spaces; undo &quot; &amp; &lt; &gt;.
+    2. Pad with a space at each end (so a leading "." has a non-digit before it).
+    3. Apply the four rules of _13A_RULES in order, each over the whole line.
+    4. Split on white space (any Unicode white space, as str.split does).
+
+    "Hello, world!" -> ["Hello", ",", "world", "!"];  "1,000.5" stays whole;
+    "5-10" -> ["5", "-", "10"];  "state-of-the-art" stays whole.
+    """
+    line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    for entity, char in _13A_ENTITIES:
+        line = line.replace(entity, char)
+    line = f" {line} "
+    for pattern, replacement in _13A_RULES:
+        line = pattern.sub(replacement, line)
+    return line.split()
+
+
+@dataclass
+class BLEUScore:
+    """A corpus BLEU score and its statistics (the fields of sacrebleu's BLEUScore).
+
+    counts and totals are the matched and total n-grams for n = 1..N, before
+    smoothing (sacrebleu reports them after add-k's additions); precisions are
+    the p_n in percent, after smoothing. float(result) is the score.
+    """
+    score: float          # 0-100
+    counts: list          # (N,) m_n, matched n-grams
+    totals: list          # (N,) t_n, n-grams in the hypotheses
+    precisions: list      # (N,) p_n in percent
+    bp: float             # brevity penalty
+    sys_len: int          # c, hypothesis tokens
+    ref_len: int          # r, closest-reference tokens
+
+    def __float__(self):
+        return float(self.score)
+
+    def __str__(self):
+        precisions = "/".join(f"{p:.1f}" for p in self.precisions)
+        ratio = self.sys_len / self.ref_len if self.ref_len else 0.0
+        return (f"BLEU = {self.score:.2f} {precisions} (BP = {self.bp:.3f} ratio = {ratio:.3f} "
+                f"hyp_len = {self.sys_len} ref_len = {self.ref_len})")
+
+
+def _reference_streams(references, n_hyp):
+    """references as a list of streams, each of n_hyp strings (None: no reference there)."""
+    if isinstance(references, str):
+        raise TypeError("corpus_bleu: references must be a list of strings (one per "
+                        "hypothesis) or a list of reference streams; got one string")
+    references = list(references)
+    if all(r is None or isinstance(r, str) for r in references):
+        streams = [references] if references else []            # one reference per hypothesis
+    else:
+        streams = []
+        for k, stream in enumerate(references):
+            if isinstance(stream, str) or not hasattr(stream, "__len__"):
+                raise TypeError(f"corpus_bleu: references mixes strings and streams; "
+                                f"references[{k}] is {type(stream).__name__}")
+            streams.append(list(stream))
+    if n_hyp and not streams:
+        raise ValueError(f"corpus_bleu: references is empty; expected {n_hyp} references "
+                         "(one per hypothesis), or streams of that many")
+    for k, stream in enumerate(streams):
+        if len(stream) != n_hyp:
+            raise ValueError(
+                f"corpus_bleu: references stream {k} has {len(stream)} segments but "
+                f"hypotheses has {n_hyp}; each stream holds one reference per hypothesis "
+                "(sacrebleu's layout); a list of references per hypothesis is its "
+                "transpose, list(zip(*refs))")
+        for i, ref in enumerate(stream):
+            if ref is not None and not isinstance(ref, str):
+                raise TypeError(f"corpus_bleu: references stream {k}, segment {i} must be a "
+                                f"string or None; got {type(ref).__name__}")
+    return streams
+
+
+def _ngrams(tokens, max_order):
+    """Counter of every n-gram (as a tuple), 1 <= n <= max_order."""
+    return Counter(tuple(tokens[i:i + n]) for n in range(1, max_order + 1)
+                   for i in range(len(tokens) - n + 1))
+
+
+def _closest_length(hyp_len, ref_lens):
+    """The reference length nearest hyp_len; the shorter one on a tie."""
+    return min(ref_lens, key=lambda r: (abs(hyp_len - r), r))
+
+
+def _bleu_from_stats(counts, totals, sys_len, ref_len, smooth_method, smooth_value):
+    """BLEUScore from the corpus statistics (the formulas at the head of this section).
+
+    Smoothing of a zero count m_n (Chen and Cherry, 2014):
+        "none"   p_n = 0 (and so BLEU = 0)
+        "floor"  p_n = 100 * k / t_n                  (k = smooth_value, default 0.1)
+        "add-k"  m_n and t_n both + k for n >= 2      (k default 1), for every n >= 2
+        "exp"    p_n = 100 / (2^j * t_n) for the j-th order with m_n = 0 (mteval's rule)
+    An order with no n-grams at all (t_n = 0, every hypothesis shorter than n)
+    leaves p_n and all higher orders 0. When nothing matches at all the score is 0.
+    """
+    N = len(counts)
+    bp = 1.0
+    if sys_len < ref_len:
+        bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
+    precisions = [0.0] * N
+    if not any(counts):
+        return BLEUScore(0.0, list(counts), list(totals), precisions, bp, sys_len, ref_len)
+    exp_denominator = 1.0
+    for n in range(N):                         # n-gram order n + 1
+        m, t = counts[n], totals[n]
+        if smooth_method == "add-k" and n > 0:
+            m, t = m + smooth_value, t + smooth_value
+        if t == 0:
+            break
+        if m == 0:
+            if smooth_method == "exp":
+                exp_denominator *= 2
+                precisions[n] = 100.0 / (exp_denominator * t)
+            elif smooth_method == "floor":
+                precisions[n] = 100.0 * smooth_value / t
+        else:
+            precisions[n] = 100.0 * m / t
+    if min(precisions) == 0.0:                 # a zero factor in the geometric mean
+        score = 0.0
+    else:
+        score = bp * math.exp(sum(math.log(p) for p in precisions) / N)
+    return BLEUScore(score, list(counts), list(totals), precisions, bp, sys_len, ref_len)
+
+
+def corpus_bleu(hypotheses, references, *, smooth_method: str = "exp", smooth_value=None,
+                tokenize: str = "13a", lowercase: bool = False,
+                max_ngram_order: int = 4) -> BLEUScore:
+    """Corpus BLEU of hypotheses against references, equal to sacrebleu.corpus_bleu.
+
+    hypotheses: list of strings. references: either a list of strings, one
+    reference per hypothesis, or a list of reference streams (sacrebleu's
+    layout: stream k holds the k-th reference of every hypothesis); a None in
+    a stream means that hypothesis has one reference fewer.
+    smooth_method: "exp" (the default), "floor", "add-k" or "none";
+    smooth_value: k for "floor" (default 0.1) and "add-k" (default 1).
+    tokenize: "13a" (mteval-v13a, tokenize_13a) or "none" (split on white space).
+    lowercase: compare lower-cased text.
+    Each segment is lower-cased (when asked), stripped of trailing white space,
+    then tokenized. An empty corpus scores 0.
+    Returns: BLEUScore; .score is in [0, 100], float(result) too.
+    """
+    if smooth_method not in _SMOOTH_DEFAULTS:
+        raise ValueError(f"corpus_bleu: smooth_method must be one of "
+                         f"{', '.join(map(repr, _SMOOTH_DEFAULTS))}; got {smooth_method!r}")
+    if tokenize not in ("13a", "none"):
+        raise ValueError(f"corpus_bleu: tokenize must be '13a' or 'none'; got {tokenize!r}")
+    if not isinstance(max_ngram_order, int) or max_ngram_order < 1:
+        raise ValueError(f"corpus_bleu: max_ngram_order must be an integer >= 1; "
+                         f"got {max_ngram_order!r}")
+    if smooth_value is None:
+        smooth_value = _SMOOTH_DEFAULTS[smooth_method]
+    if isinstance(hypotheses, str):
+        raise TypeError("corpus_bleu: hypotheses must be a list of strings; got one string")
+    hypotheses = list(hypotheses)
+    for i, h in enumerate(hypotheses):
+        if not isinstance(h, str):
+            raise TypeError(f"corpus_bleu: hypotheses[{i}] must be a string; "
+                            f"got {type(h).__name__}")
+    streams = _reference_streams(references, len(hypotheses))
+
+    def tokens(segment):
+        segment = (segment.lower() if lowercase else segment).rstrip()
+        return tokenize_13a(segment) if tokenize == "13a" else segment.split()
+
+    N = max_ngram_order
+    counts, totals, sys_len, ref_len = [0] * N, [0] * N, 0, 0
+    for i, hyp in enumerate(hypotheses):
+        refs = [tokens(stream[i]) for stream in streams if stream[i] is not None]
+        if not refs:
+            raise ValueError(f"corpus_bleu: hypothesis {i} has no reference (None in "
+                             "every references stream)")
+        max_ref_counts = Counter()             # each n-gram's most occurrences in one reference
+        for ref in refs:
+            max_ref_counts |= _ngrams(ref, N)
+        hyp_tokens = tokens(hyp)
+        sys_len += len(hyp_tokens)
+        ref_len += _closest_length(len(hyp_tokens), [len(r) for r in refs])
+        for ngram, count in _ngrams(hyp_tokens, N).items():
+            n = len(ngram) - 1
+            totals[n] += count
+            counts[n] += min(count, max_ref_counts[ngram])    # clipped to the references
+    return _bleu_from_stats(counts, totals, sys_len, ref_len, smooth_method, smooth_value)
