@@ -208,11 +208,10 @@ def _marian_setup(cfg, text, out, resume):
     if len(train_pairs) < 2 or not dev_pairs:
         raise ValueError(f"{origin}: {len(train_pairs)} training and {len(dev_pairs)} dev "
                          "pairs; translation needs more (a TSV of source<TAB>target lines)")
-    if resume:
-        tok = SentencePieceTokenizer.from_pretrained(out)
-    else:
-        tok = SentencePieceTokenizer.train_marian(
-            [s for s, _ in train_pairs] + [t for _, t in train_pairs], cfg["vocab_size"])
+    if not resume:              # one unigram model for both languages, Marian's layout
+        SentencePieceTokenizer.train([s for s, _ in train_pairs] + [t for _, t in train_pairs],
+                                     cfg["vocab_size"]).save_marian(out)
+    tok = SentencePieceTokenizer.from_pretrained(out)
     L = cfg["block_size"]
 
     def encode(pairs):

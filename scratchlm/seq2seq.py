@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from scratchlm import backend
 from scratchlm.beam import beam_search, greedy_search
 from scratchlm.models._inputs import additive_mask, as_input_ids
@@ -143,8 +145,9 @@ def translate(model, tokenizer, texts, *, num_beams=1, max_new_tokens=None, batc
     for i in batches:
         enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
                         max_length=cfg.max_position_embeddings)
-        ids = model.generate(backend.to_backend(enc["input_ids"]),
-                             attention_mask=backend.to_backend(enc["attention_mask"]),
+        ids = model.generate(backend.to_backend(np.asarray(enc["input_ids"], dtype=np.int64)),
+                             attention_mask=backend.to_backend(
+                                 np.asarray(enc["attention_mask"], dtype=np.int64)),
                              max_new_tokens=max_new_tokens, num_beams=num_beams,
                              length_penalty=length_penalty)
         for row in backend.to_numpy(ids).tolist():
