@@ -3,6 +3,8 @@
 Without the cache every new token costs a forward over the whole sequence so
 far (O(T C^2 + T^2 C) per token); with it, a forward over one token whose
 query attends to the cached keys and values (O(C^2 + T C) per token).
+A last row times beam search (num_beams rows per prompt through the model's
+forward with the KV cache, whose rows follow their beams after each step).
 
     python benchmarks/bench_generate.py               # a table
     python benchmarks/bench_generate.py --json        # one JSON object
@@ -41,15 +43,19 @@ def parse_args():
                    help="BLAS threads (sets OMP/OPENBLAS/MKL_NUM_THREADS); default: as set")
     p.add_argument("--sample", action="store_true",
                    help="sample (seed 0, top_k 50) instead of greedy decoding")
+    p.add_argument("--num-beams", type=int, default=4,
+                   help="beams for the beam-search row (<= 1: no such row)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args()
 
 
-def time_generate(model, prompt, args, use_cache):
+def time_generate(model, prompt, args, use_cache, num_beams=1):
     import scratchlm  # noqa: PLC0415
     from scratchlm.generate import generate  # noqa: PLC0415
 
     kw = dict(do_sample=True, seed=0, top_k=50) if args.sample else dict(do_sample=False)
+    if num_beams > 1:                                   # beam search does not sample
+        kw = dict(do_sample=False, num_beams=num_beams)
     seconds, out = [], None
     for _ in range(args.runs):
         t0 = time.perf_counter()
@@ -83,6 +89,10 @@ def main():
     same = bool(np.array_equal(results["cached"].pop("tokens"),
                                results["uncached"].pop("tokens")))
     speedup = results["cached"]["tokens_per_s"] / results["uncached"]["tokens_per_s"]
+    if args.num_beams > 1:                              # no eos: every beam runs to the end
+        median, runs, _ = time_generate(model, prompt, args, True, args.num_beams)
+        results[f"beams {args.num_beams}"] = dict(
+            seconds=median, runs=runs, tokens_per_s=args.batch * args.new_tokens / median)
     report = dict(
         model=dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                    vocab_size=cfg.vocab_size, n_positions=cfg.n_positions,

@@ -1,4 +1,4 @@
-"""Text generation: greedy decoding and sampling, with a KV cache.
+"""Text generation: greedy decoding, sampling and beam search, with a KV cache.
 
 A causal language model gives, at the last position of a sequence, logits
 z in R^V for the next token. Generation repeats three steps:
@@ -49,6 +49,13 @@ nothing per token, keeps nothing for a backward, and reuses its buffers from
 step to step. Here the tokens, mask and positions of every step are laid out
 once, before the loop.
 
+Beam search (num_beams > 1, ``scratchlm/beam.py``, which teaches it) keeps
+the num_beams best prefixes of each prompt instead of one: B * num_beams rows
+run through the model's own forward with one KV cache per layer, and after
+each step the cache rows are gathered to follow the beams they belong to
+(``cache.k = cache.k[rows]``). The engine's decoder cannot reorder its
+buffers, so beams always take the model-forward path.
+
 Left-padded batches. Prompts of different lengths are padded on the left,
 so that every sequence's next token lands in the same (last) column. The
 attention mask (1 real, 0 padding; it covers past and new positions) hides
@@ -68,6 +75,7 @@ import numbers
 import numpy as np
 
 from scratchlm import backend
+from scratchlm.beam import beam_search, check_beam_args
 from scratchlm.functional import KVCache
 from scratchlm.kernels.tables import table
 from scratchlm.models.gpt import GPT
@@ -273,7 +281,8 @@ def _prepare_prompts(input_ids, attention_mask, vocab_size, pad_id):
 # --------------------------------------------------------------------------
 def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperature=1.0,
              top_k=None, top_p=None, do_sample=True, eos_token_id=None, pad_token_id=None,
-             seed=None, rng=None, use_cache=True):
+             seed=None, rng=None, use_cache=True, num_beams=1, length_penalty=1.0,
+             early_stopping=False):
     """Continue each prompt by up to max_new_tokens tokens.
 
     Args:
@@ -303,8 +312,22 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
             Generator to draw from (not both); None: fresh entropy.
         use_cache: decode with a KV cache (one forward over the prompt, then
             one token per step); False recomputes the whole sequence each step.
+        num_beams: 1 (default) decodes one sequence per prompt; K > 1 runs
+            beam search over K beams (``scratchlm.beam.beam_search``, the
+            tokens transformers' ``generate(num_beams=K, do_sample=False)``
+            gives). Needs do_sample=False (or temperature=0): beam sampling is
+            not implemented.
+        length_penalty: beam search scores a finished sequence by
+            sum of log-probabilities / n ** length_penalty, n its generated
+            length (eos included).
+        early_stopping: beam search's stopping rule: True (stop a prompt once
+            num_beams sequences have finished), False (also stop when the
+            best beam cannot enter at its current length) or "never" (stop only
+            when no beam can enter at any length).
     Returns: (B, T + n) int64 array on the model's backend, the (left-padded)
-        prompt followed by the n <= max_new_tokens generated tokens.
+        prompt followed by the n <= max_new_tokens generated tokens. With
+        beams, each prompt's best sequence, padded after its end to the
+        longest of the batch.
 
     The model runs in eval mode (no dropout); its previous mode is restored.
     Cached and uncached generation draw the same uniforms in the same order,
@@ -313,6 +336,10 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
     """
     where = "generate"
     _check_args(max_new_tokens, temperature, top_k, top_p, seed, rng)
+    check_beam_args(where, num_beams, length_penalty, early_stopping)
+    if num_beams > 1 and do_sample and temperature != 0:
+        raise ValueError(f"{where}: num_beams={num_beams} runs beam search, which does not "
+                         "sample (beam sampling is not implemented); pass do_sample=False")
     cfg = model.config
     V = cfg.vocab_size
     eos = _check_token_ids("eos_token_id", eos_token_id, V)
@@ -330,6 +357,14 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
 
     xp = model.xp
     name = "numpy" if xp is np else "cupy"
+    if num_beams > 1 and max_new_tokens > 0:
+        was_training = model.training
+        model.eval()
+        try:
+            return _beam_generate(model, ids, mask, max_new_tokens, num_beams, eos, pad,
+                                  length_penalty, early_stopping, use_cache)
+        finally:
+            model.train(was_training)
     greedy = not do_sample or temperature == 0
     if rng is None and not greedy:
         rng = backend.default_rng(seed, name)
@@ -402,6 +437,67 @@ def generate(model, input_ids, max_new_tokens, *, attention_mask=None, temperatu
     return tokens if end == N else xp.ascontiguousarray(tokens[:, :end])
 
 
+def _beam_generate(model, ids, mask, max_new_tokens, num_beams, eos, pad, length_penalty,
+                   early_stopping, use_cache):
+    """Beam search through model.forward: ids (B, T) and mask (B, T) or None, on the host.
+
+    Every prompt row is repeated num_beams times (row b*K + j: beam j of prompt
+    b), and so are its mask and positions, laid out for every step at once.
+    The cache rows are gathered after each step to follow their beams; the
+    mask and positions need no gather, being the same for a prompt's beams.
+    Without the cache, the token history is gathered instead and each step
+    runs the whole sequence.
+    """
+    cfg, xp = model.config, model.xp
+    name = "numpy" if xp is np else "cupy"
+    B, T = ids.shape
+    K, N = num_beams, T + max_new_tokens
+    full_mask = positions = None
+    if mask is not None:
+        full = np.ones((B * K, N), dtype=np.int64)      # generated tokens are real (1)
+        full[:, :T] = np.repeat(mask, K, axis=0)
+        full_mask = backend.to_backend(full, name)
+        positions = position_ids_from_mask(full_mask)   # (B*K, N)
+
+    def forward(tokens, start, stop, caches=None):
+        """Next-token logits (B*K, V) for the positions start .. stop-1."""
+        return model.forward(
+            tokens, attention_mask=None if full_mask is None else full_mask[:, :stop],
+            position_ids=None if positions is None else positions[:, start:stop],
+            kv_caches=caches).logits[:, -1, :]
+
+    if use_cache:
+        D = cfg.n_embd // cfg.n_head
+        caches = [KVCache(B * K, cfg.n_head, N, D, model.dtype, xp) for _ in range(cfg.n_layer)]
+
+        def step(tokens):                               # new positions only, past in the cache
+            past = caches[0].length
+            return forward(tokens, past, past + tokens.shape[1], caches)
+
+        def reorder(rows):                              # cache row i <- old row rows[i]
+            for cache in caches:
+                n = cache.length
+                cache.k[:, :, :n] = cache.k[rows, :, :n]
+                cache.v[:, :, :n] = cache.v[rows, :, :n]
+    else:
+        history = xp.empty((B * K, N), dtype=np.int64)
+        length = [0]
+
+        def step(tokens):                               # the whole sequence every step
+            start, stop = length[0], length[0] + tokens.shape[1]
+            history[:, start:stop] = tokens
+            length[0] = stop
+            return forward(history[:, :stop], 0, stop)
+
+        def reorder(rows):
+            history[:, :length[0]] = history[rows, :length[0]]
+
+    return beam_search(step, reorder, backend.to_backend(ids, name), num_beams=K,
+                       max_new_tokens=max_new_tokens, eos_token_id=None if eos is None
+                       else list(eos), pad_token_id=pad, length_penalty=length_penalty,
+                       early_stopping=early_stopping)
+
+
 def generate_text(model, tokenizer, prompt, max_new_tokens=50, *, return_full_text=True,
                   skip_special_tokens=False, **kwargs):
     """Encode prompt(s), generate, decode: text in, text out.
@@ -414,7 +510,7 @@ def generate_text(model, tokenizer, prompt, max_new_tokens=50, *, return_full_te
         return_full_text: prompt + continuation (default) or the continuation only.
         skip_special_tokens: passed to decode when True.
         **kwargs: generate's keywords (temperature, top_k, top_p, do_sample,
-            seed, use_cache, ...).
+            seed, use_cache, num_beams, length_penalty, early_stopping, ...).
     Returns: a string, or a list of strings for a list of prompts. Each text
         stops after the first end-of-sequence token (kept, unless skipped).
     """
