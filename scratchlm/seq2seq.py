@@ -91,11 +91,12 @@ def generate_seq2seq(model, input_ids, *, attention_mask=None, max_new_tokens=No
     model.eval()
     try:
         memory = model.model.encoder.forward(src, mask)              # once per source
+        static_kvs = model.cross_kv(memory)                          # once per source
         rows = B * num_beams
         if num_beams > 1:                                            # beam j of row b is
-            memory = xp.repeat(memory, num_beams, axis=0)            # row b * num_beams + j
+            static_kvs = [(xp.repeat(k, num_beams, axis=0),          # row b * num_beams + j
+                           xp.repeat(v, num_beams, axis=0)) for k, v in static_kvs]
             mask = None if mask is None else xp.repeat(mask, num_beams, axis=0)
-        static_kvs = model.cross_kv(memory)                          # once per source
         caches = model.new_caches(rows, max_length)
 
         def step(tokens):
