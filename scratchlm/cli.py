@@ -58,8 +58,8 @@ BERT_DEFAULTS = dict(vocab_size=4096, block_size=128, lr=1e-3, max_steps=600)
 # Translation: a unigram SentencePiece shared by both languages; block_size is the
 # longest source or target kept, in tokens.
 MARIAN_DEFAULTS = dict(vocab_size=4000, n_layer=3, n_head=4, n_embd=128, block_size=64,
-                       batch_size=32, max_steps=1500, lr=1e-3, warmup_steps=100,
-                       eval_interval=250, dropout=0.1, sample_tokens=0)
+                       batch_size=64, max_steps=4000, lr=1e-3, warmup_steps=100,
+                       eval_interval=500, dropout=0.1, sample_tokens=0)
 TRANSLATION_DEFAULTS = dict(pairs=None, target_lang="de", bleu_sentences=200)
 
 
