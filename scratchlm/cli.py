@@ -345,7 +345,9 @@ def _train(args, dist) -> int:
         dist.barrier("rank 0's data preparation")   # first; the others read them back
     t0 = time.perf_counter()
     setup = {"bert": _bert_setup, "marian": _marian_setup}.get(cfg["model"], _gpt_setup)
-    tok, model, train_batches, eval_batches, metrics_fn, shape, sizes, val_text = setup(
+    # closing: what the end of the run needs: the validation text for GPT's sample, or
+    # (Marian) the dev pairs and the BLEU of an evaluation; None for BERT.
+    tok, model, train_batches, eval_batches, metrics_fn, shape, sizes, closing = setup(
         {**cfg, "batch_size": cfg["batch_size"] * world}, text, out, args.resume or not main)
     prep_time = time.perf_counter() - t0
     targs = TrainingArguments(
@@ -370,7 +372,7 @@ def _train(args, dist) -> int:
         parallel = distributed.DataParallel(dist)
     trainer = Trainer(model, targs, train_batches, eval_batches, metrics_fn=metrics_fn,
                       parallel=parallel,
-                      eval_fn=val_text["eval_fn"] if cfg["model"] == "marian" else None)
+                      eval_fn=closing["eval_fn"] if cfg["model"] == "marian" else None)
     ranks = ("" if parallel is None else
              f", {world} ranks x batch {cfg['batch_size']} ({parallel.summary()})")
     if main:
@@ -389,12 +391,12 @@ def _train(args, dist) -> int:
     print(f"done in {wall:.0f} s: step {trainer.step}, {shown}; model (Hugging Face format), "
           f"tokenizer and metrics in {out}/" + (", loss curve in loss.png" if plotted else ""))
     if cfg["model"] == "marian":
-        _marian_report(model, tok, val_text, cfg)
-    elif cfg["sample_tokens"] and val_text is not None and model.config.n_positions > 1:
+        _marian_report(model, tok, closing, cfg)
+    elif cfg["sample_tokens"] and closing is not None and model.config.n_positions > 1:
         # The prompt (the start of the validation text) takes at most half of the
         # context, so that a short --block-size still leaves room for new tokens.
         n_ctx = model.config.n_positions
-        ids = tok.encode(val_text[:40])[:n_ctx // 2]
+        ids = tok.encode(closing[:40])[:n_ctx // 2]
         ids = np.asarray([ids], dtype=np.int64)
         sample = generate(model, ids, max_new_tokens=min(cfg["sample_tokens"],
                                                          n_ctx - ids.shape[1]),
@@ -633,6 +635,20 @@ EXPLAINED = {"GPT2LMHeadModel": "gpt", "BertForSequenceClassification": "classif
              "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm"}
 
 
+def _architecture(directory, flag, command, known):
+    """The first of a model directory's config.json "architectures" that ``known`` lists."""
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: no config.json in {directory}")
+    with open(path, encoding="utf-8") as f:
+        architectures = json.load(f).get("architectures") or []
+    arch = next((a for a in architectures if a in known), None)
+    if arch is None:
+        raise ValueError(f"{flag}: {path} has architectures {architectures}; {command} "
+                         f"works for {sorted(known)}")
+    return arch
+
+
 def _explain_load(directory, dtype):
     """(kind, model, tokenizer) of a model directory: kind "gpt", "classify" or "mlm"."""
     import warnings  # noqa: PLC0415
@@ -640,15 +656,7 @@ def _explain_load(directory, dtype):
     from scratchlm.models import (  # noqa: PLC0415
         GPT, BertForMaskedLM, BertForSequenceClassification)
 
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--model: no config.json in {directory}")
-    with open(path, encoding="utf-8") as f:
-        architectures = json.load(f).get("architectures") or []
-    arch = next((a for a in architectures if a in EXPLAINED), None)
-    if arch is None:
-        raise ValueError(f"--model: {path} has architectures {architectures}; explain works "
-                         f"for {sorted(EXPLAINED)}")
+    arch = _architecture(directory, "--model", "explain", EXPLAINED)
     kind = EXPLAINED[arch]
     cls = {"gpt": GPT, "classify": BertForSequenceClassification, "mlm": BertForMaskedLM}[kind]
     with warnings.catch_warnings():
@@ -840,15 +848,7 @@ def _distill_teacher(directory):
 
     from scratchlm.distill import STUDENT_CLASS  # noqa: PLC0415
 
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--teacher: no config.json in {directory}")
-    with open(path, encoding="utf-8") as f:
-        architectures = json.load(f).get("architectures") or []
-    arch = next((a for a in architectures if a in DISTILLED), None)
-    if arch is None:
-        raise ValueError(f"--teacher: {path} has architectures {architectures}; distill "
-                         f"works for {sorted(DISTILLED)}")
+    arch = _architecture(directory, "--teacher", "distill", DISTILLED)
     task = DISTILLED[arch]
     with warnings.catch_warnings():
         if arch == "BertForPreTraining":            # the MLM head alone: no NSP head, no pooler

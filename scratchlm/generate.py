@@ -476,9 +476,7 @@ def _beam_generate(model, ids, mask, max_new_tokens, num_beams, eos, pad, length
 
         def reorder(rows):                              # cache row i <- old row rows[i]
             for cache in caches:
-                n = cache.length
-                cache.k[:, :, :n] = cache.k[rows, :, :n]
-                cache.v[:, :, :n] = cache.v[rows, :, :n]
+                cache.reorder(rows)
     else:
         history = xp.empty((B * K, N), dtype=np.int64)
         length = [0]

@@ -102,10 +102,9 @@ def generate_seq2seq(model, input_ids, *, attention_mask=None, max_new_tokens=No
         def step(tokens):
             return model.decode_step(tokens, mask, caches, static_kvs)[:, -1]
 
-        def reorder(order):
-            for c in caches:                                         # the caches follow
-                c.k[:, :, :c.length] = c.k[order, :, :c.length]      # the beams
-                c.v[:, :, :c.length] = c.v[order, :, :c.length]
+        def reorder(rows):
+            for cache in caches:                                     # the caches follow
+                cache.reorder(rows)                                  # the beams
 
         def process(ids, scores):
             if banned:

@@ -341,6 +341,10 @@ def test_stored_position_tables_are_checked(tmp_path):
         tensors[f"model.{stack}.embed_positions.weight"] = table
     write_safetensors(tmp_path / "model.safetensors", tensors, metadata={"format": "pt"})
     MarianMTModel.from_pretrained(tmp_path)             # the right table: accepted
+    write_safetensors(tmp_path / "model.safetensors",
+                      {k: v.astype(np.float16) for k, v in tensors.items()},
+                      metadata={"format": "pt"})
+    MarianMTModel.from_pretrained(tmp_path)             # and rounded to float16
     tensors["model.decoder.embed_positions.weight"] = table[:, ::-1].copy()
     write_safetensors(tmp_path / "model.safetensors", tensors, metadata={"format": "pt"})
     with pytest.raises(ValueError, match="decoder.embed_positions.weight.*not Marian's"):

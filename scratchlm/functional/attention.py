@@ -68,7 +68,7 @@ class AttentionCache(NamedTuple):
     att: Array          # (B, H, Tq, Tk) the attention weights, before dropout
     att_dropped: Array  # (B, H, Tq, Tk) weights after dropout (att itself when off)
     dropout: Any        # DropoutCache of the weights
-    softmax: Any        # SoftmaxCache of the scores (its probs are att where every row sees a key)
+    softmax: SoftmaxCache  # of the scores (its probs are att where every row sees a key)
     seen: Any           # (B, H, Tq, 1) bool: rows that see some key; None: every row does
     scale: float        # the score scale, 1/sqrt(D) by default
     causal: bool = False    # whether the causal mask was applied
@@ -237,3 +237,10 @@ class KVCache:
         self.v[:, :, self.length:end] = v
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, rows):
+        """Row i of the cache becomes the old row rows[i] (B,), for beam search: the
+        cached keys and values follow the beams a step has chosen."""
+        n = self.length
+        self.k[:, :, :n] = self.k[rows, :, :n]
+        self.v[:, :, :n] = self.v[rows, :, :n]

@@ -7,6 +7,19 @@ import numpy as np
 from scratchlm import backend
 
 
+def check_config(where, config, config_class, dtype):
+    """(config, dtype): ``config`` an instance of config_class (None: its defaults) and
+    ``dtype`` a floating NumPy dtype, as every model's constructor takes them."""
+    config = config_class() if config is None else config
+    if not isinstance(config, config_class):
+        raise TypeError(f"{where}: config must be a {config_class.__name__}; got "
+                        f"{type(config).__name__}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{where}: dtype must be a floating dtype; got {dtype}")
+    return config, dtype
+
+
 def as_ids(where, name, ids, xp, shape=None, high=None, allow=None):
     """An integer array on backend ``xp``, of ``shape``, with values in [0, high) (or == allow)."""
     if ids is None:

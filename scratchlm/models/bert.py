@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from scratchlm import backend
-from scratchlm.models._inputs import additive_mask, as_ids, check_upstream, ids_or_embeds
+from scratchlm.models._inputs import (
+    additive_mask, as_ids, check_config, check_upstream, ids_or_embeds)
 from scratchlm.models.configs import BertConfig
 from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
@@ -34,15 +35,6 @@ from scratchlm.nn import (
     Parameter, TiedLMHead, TransformerBlock,
 )
 
-
-def _check_config(where, config, dtype):
-    config = BertConfig() if config is None else config
-    if not isinstance(config, BertConfig):
-        raise TypeError(f"{where}: config must be a BertConfig; got {type(config).__name__}")
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"{where}: dtype must be a floating dtype; got {dtype}")
-    return config, dtype
 
 
 class BertEmbeddings(Module):
@@ -147,7 +139,7 @@ class BertModel(PretrainedMixin, Module):
     def __init__(self, config: BertConfig | None = None, seed: int = 0, dtype="float32",
                  add_pooling_layer: bool = True, *, rng=None):
         super().__init__()
-        config, dtype = _check_config(type(self).__name__, config, dtype)
+        config, dtype = check_config(type(self).__name__, config, BertConfig, dtype)
         self.config = config
         rng = np.random.default_rng(seed) if rng is None else rng
         self.embeddings = BertEmbeddings(config, rng, dtype)
@@ -258,7 +250,7 @@ class _BertWithHead(PretrainedMixin, Module):
 
     def __init__(self, config: BertConfig | None = None, seed: int = 0, dtype="float32"):
         super().__init__()
-        config, dtype = _check_config(type(self).__name__, config, dtype)
+        config, dtype = check_config(type(self).__name__, config, BertConfig, dtype)
         self.config = config
         rng = np.random.default_rng(seed)
         self.bert = BertModel(config, dtype=dtype, add_pooling_layer=self.add_pooling_layer,

@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from scratchlm import backend
-from scratchlm.models._inputs import additive_mask, as_ids, check_upstream, ids_or_embeds
+from scratchlm.models._inputs import (
+    additive_mask, as_ids, check_config, check_upstream, ids_or_embeds)
 from scratchlm.models.configs import GPTConfig
 from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
@@ -36,12 +37,7 @@ class GPT(PretrainedMixin, Module):
 
     def __init__(self, config: GPTConfig | None = None, seed: int = 0, dtype="float32"):
         super().__init__()
-        config = GPTConfig() if config is None else config
-        if not isinstance(config, GPTConfig):
-            raise TypeError(f"GPT: config must be a GPTConfig; got {type(config).__name__}")
-        dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise TypeError(f"GPT: dtype must be a floating dtype; got {dtype}")
+        config, dtype = check_config("GPT", config, GPTConfig, dtype)
         self.config = config
         rng = np.random.default_rng(seed)               # initial weights, on the host
         std = config.initializer_range

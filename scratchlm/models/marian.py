@@ -46,7 +46,7 @@ import numpy as np
 
 from scratchlm import backend
 from scratchlm.functional import KVCache
-from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids
+from scratchlm.models._inputs import additive_mask, as_ids, as_input_ids, check_config
 from scratchlm.models.configs import MarianConfig
 from scratchlm.models.outputs import ModelOutput
 from scratchlm.models.pretrained import PretrainedMixin
@@ -85,16 +85,6 @@ def shift_tokens_right(labels, pad_token_id, decoder_start_token_id):
     shifted[:, 0] = decoder_start_token_id
     shifted[shifted == -100] = pad_token_id
     return shifted
-
-
-def _check_config(where, config, dtype):
-    config = MarianConfig() if config is None else config
-    if not isinstance(config, MarianConfig):
-        raise TypeError(f"{where}: config must be a MarianConfig; got {type(config).__name__}")
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"{where}: dtype must be a floating dtype; got {dtype}")
-    return config, dtype
 
 
 class _FeedForwardLayer(Module):
@@ -283,7 +273,7 @@ class MarianModel(PretrainedMixin, Module):
 
     def __init__(self, config: MarianConfig | None = None, seed: int = 0, dtype="float32"):
         super().__init__()
-        config, dtype = _check_config(f"{type(self).__name__}", config, dtype)
+        config, dtype = check_config(type(self).__name__, config, MarianConfig, dtype)
         self.config = config
         rng = np.random.default_rng(seed)
         C, std, pad = config.d_model, config.init_std, config.pad_token_id
@@ -314,8 +304,6 @@ class MarianModel(PretrainedMixin, Module):
         src = as_input_ids(where, input_ids, xp, cfg.vocab_size)
         B, S = src.shape
         if labels is not None:
-            if decoder_input_ids is not None:
-                pass                                    # given explicitly: used as given
             labels = as_ids(where, "labels", labels, xp, high=cfg.decoder_vocab_size,
                             allow=-100)
             if labels.ndim != 2 or labels.shape[0] != B or labels.shape[1] == 0:
