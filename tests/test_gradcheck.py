@@ -28,7 +28,11 @@ def test_numerical_grad_of_a_cubic(x, seed):
     x_before = x.copy()
     numeric = gc.numerical_grad(lambda: (c * x**3).sum(), x)
     assert numeric.shape == x.shape and numeric.dtype == np.float64
-    np.testing.assert_allclose(numeric, 3 * c * x**2, rtol=1e-7, atol=1e-8)
+    # A central difference of f = sum(c x^3) with step h = 1e-6 is exact up to c h^2
+    # (1e-12) and the rounding of the two sums, a few ulps of sum|c x^3| over 2h each.
+    h, eps = 1e-6, np.finfo(np.float64).eps
+    rounding = 8 * eps * float(np.abs(c * x**3).sum()) / (2 * h)
+    np.testing.assert_allclose(numeric, 3 * c * x**2, rtol=1e-7, atol=1e-8 + rounding)
     np.testing.assert_array_equal(x, x_before)          # restored, bit for bit
 
 
